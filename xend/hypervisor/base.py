@@ -1,0 +1,237 @@
+"""The Hypervisor interface: what xend's domain layer needs from a hypervisor, and no more.
+
+Two implementations: ``xenctrl`` (ctypes binding to libxenctrl 4.17 + libxenstore) and
+``simulated`` (state in a directory, so its domains outlive a xend restart). The domain layer
+receives a Hypervisor object; it never imports a backend module.
+
+Units: memory in KiB, cpu time in nanoseconds, domids are ints. Every failure raises
+``xend.errors.HypervisorError(errno, message)`` (ESRCH for an unknown domid, ENOMEM when the
+host has not enough free memory, EINVAL for bad arguments, ENOSYS for what a backend cannot do).
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, List, Optional, Tuple
+
+PAGE_SIZE = 4096
+
+# Shutdown reason codes as Xen reports them (reference section 8.3).
+SHUTDOWN_POWEROFF = 0
+SHUTDOWN_REBOOT = 1
+SHUTDOWN_SUSPEND = 2
+SHUTDOWN_CRASH = 3
+SHUTDOWN_HALT = 4  # Xen's "watchdog" code; xend's name for reason 4 is halt
+SHUTDOWN_REASONS = {"poweroff": 0, "reboot": 1, "suspend": 2, "crash": 3, "halt": 4}
+SHUTDOWN_NAMES = {v: k for k, v in SHUTDOWN_REASONS.items()}
+
+DOM0_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass
+class PhysInfo:
+    nr_cpus: int
+    nr_nodes: int
+    cores_per_socket: int
+    threads_per_core: int
+    cpu_khz: int
+    hw_caps: str            # 8 words of hex, ':'-separated, like xend printed
+    virt_caps: str          # 'hvm', 'hvm hvm_directio', '' ...
+    total_kib: int
+    free_kib: int
+    scrub_kib: int = 0
+
+
+@dataclass
+class VersionInfo:
+    major: int
+    minor: int
+    extra: str              # e.g. '.7'
+    capabilities: str       # e.g. 'xen-3.0-x86_64 xen-3.0-x86_32p hvm-3.0-x86_32 ...'
+    changeset: str
+    pagesize: int = PAGE_SIZE
+    commandline: str = ""
+    scheduler: str = "credit"
+    cc_compiler: str = ""
+    cc_compile_by: str = ""
+    cc_compile_domain: str = ""
+    cc_compile_date: str = ""
+    platform_params: str = ""
+
+
+@dataclass
+class DomainInfo:
+    domid: int
+    uuid: str               # hyphenated lower-case 8-4-4-4-12
+    dying: bool = False
+    crashed: bool = False
+    shutdown: bool = False
+    paused: bool = False
+    blocked: bool = False
+    running: bool = False
+    hvm: bool = False
+    shutdown_reason: int = 0
+    mem_kib: int = 0        # current allocation (tot_pages * 4)
+    maxmem_kib: int = 0
+    cpu_time_ns: int = 0
+    online_vcpus: int = 1
+    max_vcpu_id: int = 0
+    ssidref: int = 0
+
+    @property
+    def state_string(self) -> str:
+        """The six-letter legacy state, e.g. ``r-----``, ``-b----``, ``--p---``."""
+        flags = (self.running, self.blocked, self.paused, self.shutdown, self.crashed, self.dying)
+        return "".join(c if f else "-" for c, f in zip("rbpscd", flags))
+
+
+@dataclass
+class VcpuInfo:
+    number: int
+    online: bool
+    blocked: bool
+    running: bool
+    cpu_time_ns: int
+    cpu: int                # physical cpu it runs on, -1 if offline
+    affinity: List[int] = field(default_factory=list)
+
+
+@dataclass
+class DomainSpec:
+    """What ``create_domain`` needs: the built configuration, not the user's SXP."""
+    name: str
+    uuid: str
+    memory_kib: int
+    maxmem_kib: int
+    vcpus: int = 1
+    hvm: bool = False
+    kernel: str = ""
+    cmdline: str = ""
+    ssidref: int = 0
+
+
+class Hypervisor(abc.ABC):
+    """One hypervisor host. Methods are thread-safe."""
+
+    #: backend name shown by ``xm info`` ('xenctrl' or 'simulated')
+    name: str = "abstract"
+
+    # -- host --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def physinfo(self) -> PhysInfo: ...
+
+    @abc.abstractmethod
+    def version(self) -> VersionInfo: ...
+
+    @abc.abstractmethod
+    def read_console_ring(self, clear: bool = False) -> str:
+        """The hypervisor's console ring (``xm dmesg``); ``clear`` empties it after reading."""
+
+    # -- domains -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def list_domains(self) -> List[DomainInfo]:
+        """Every domain that exists, dom0 first, ordered by domid."""
+
+    @abc.abstractmethod
+    def domain_info(self, domid: int) -> DomainInfo:
+        """Raises HypervisorError(ESRCH) if the domain does not exist."""
+
+    @abc.abstractmethod
+    def create_domain(self, spec: DomainSpec) -> int:
+        """Build a domain, left **paused**, memory taken from the host's free memory
+        (HypervisorError ENOMEM if there is not enough). Returns the new domid."""
+
+    @abc.abstractmethod
+    def pause(self, domid: int) -> None: ...
+
+    @abc.abstractmethod
+    def unpause(self, domid: int) -> None: ...
+
+    @abc.abstractmethod
+    def shutdown(self, domid: int, reason: int) -> None:
+        """Hypervisor-level shutdown (the domain stops at once with that reason code)."""
+
+    @abc.abstractmethod
+    def destroy(self, domid: int) -> None:
+        """Remove the domain; its memory returns to the host."""
+
+    @abc.abstractmethod
+    def set_max_memory(self, domid: int, kib: int) -> None: ...
+
+    @abc.abstractmethod
+    def set_memory_target(self, domid: int, kib: int) -> None:
+        """Balloon target; the guest's allocation follows it (at once for the simulated one).
+        Growing beyond the host's free memory raises ENOMEM."""
+
+    @abc.abstractmethod
+    def set_vcpus_online(self, domid: int, count: int) -> None: ...
+
+    @abc.abstractmethod
+    def vcpu_info(self, domid: int) -> List[VcpuInfo]: ...
+
+    @abc.abstractmethod
+    def set_vcpu_affinity(self, domid: int, vcpu: int, cpus: List[int]) -> None: ...
+
+    @abc.abstractmethod
+    def sched_credit_get(self, domid: int) -> Tuple[int, int]:
+        """(weight, cap)."""
+
+    @abc.abstractmethod
+    def sched_credit_set(self, domid: int, weight: int, cap: int) -> None: ...
+
+    # -- the store (xenstore, or the simulated one) -----------------------------------------
+    @abc.abstractmethod
+    def store_read(self, path: str) -> Optional[str]:
+        """Value at ``path`` or None."""
+
+    @abc.abstractmethod
+    def store_write(self, path: str, value: str) -> None:
+        """Writing ``/local/domain/<id>/control/shutdown`` is how a guest is asked to shut down;
+        a cooperative guest then shuts down with that reason (after a short delay)."""
+
+    @abc.abstractmethod
+    def store_list(self, path: str) -> List[str]: ...
+
+    @abc.abstractmethod
+    def store_rm(self, path: str) -> None: ...
+
+    # -- memory image (save / restore / migrate) --------------------------------------------
+    @abc.abstractmethod
+    def nr_pages(self, domid: int) -> int: ...
+
+    @abc.abstractmethod
+    def read_pages(self, domid: int, pfns: Iterable[int]) -> Iterator[Tuple[int, bytes]]:
+        """(pfn, 4096 bytes) for each pfn asked for."""
+
+    @abc.abstractmethod
+    def write_pages(self, domid: int, pages: Iterable[Tuple[int, bytes]]) -> None: ...
+
+    def memory_checksum(self, domid: int) -> str:
+        """sha256 (hex) of the domain's whole memory image, pages in pfn order. Meant for a
+        paused domain (a running one keeps writing)."""
+        digest = hashlib.sha256()
+        for _, data in self.read_pages(domid, range(self.nr_pages(domid))):
+            digest.update(data)
+        return digest.hexdigest()
+
+    @abc.abstractmethod
+    def enable_dirty_log(self, domid: int, enable: bool) -> None:
+        """Start/stop tracking pages the guest writes (for live migration)."""
+
+    @abc.abstractmethod
+    def read_dirty_pages(self, domid: int) -> List[int]:
+        """Pfns written since the last call (or since enable_dirty_log), and reset the log."""
+
+    # -- guest console and events ------------------------------------------------------------
+    @abc.abstractmethod
+    def read_console(self, domid: int) -> bytes:
+        """Console output the guest produced since the previous call (consumed)."""
+
+    @abc.abstractmethod
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block until some domain changed state (created, shut down, crashed, destroyed...)
+        or ``timeout`` seconds passed. True if something may have changed."""
+
+    def close(self) -> None:
+        """Release handles. The hypervisor's domains keep running."""
