@@ -78,6 +78,7 @@ ADDED_DEFAULTS = {
     "simulated-state-path": "/var/lib/xend/simulated",
     "simulated-host-memory": 16384,
     "simulated-host-cpus": 0,
+    "simulated-dom0-memory": 0,
 }
 ALL_DEFAULTS = {**ORIGINAL_DEFAULTS, **ADDED_DEFAULTS}
 

@@ -471,6 +471,9 @@ OPTIONS: Tuple[Option, ...] = (
            "Memory of the simulated host, in MiB.", added=True),
     Option("simulated-host-cpus", COUNT, 0,
            "CPUs of the simulated host; 0 = as many as this machine has.", added=True),
+    Option("simulated-dom0-memory", COUNT, 0,
+           "MiB Domain-0 of the simulated host starts with; 0 = a quarter of the host's.",
+           added=True),
 )
 
 BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}

@@ -1,0 +1,77 @@
+"""Memory of a simulated guest: deterministic pages and a closed-form dirtying pattern.
+
+A page's bytes are derived from (uuid, pfn, generation); nothing is stored unless written by
+``write_pages``. A running guest performs "dirty events" at ``rate`` per second of running
+time; event k writes page ``pfn_at(k mod W)``, where W is the guest's working set and
+``pfn_at`` a fixed permutation (an affine map mod n). Because the pattern is cyclic, the
+generation of any page after K events, and the set of pages written between two event counts,
+are computed in O(1) / O(W) without replaying history.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Iterator, Optional
+
+from .base import PAGE_SIZE
+
+
+def page_bytes(uuid: str, pfn: int, generation: int) -> bytes:
+    """The 4096 bytes of page ``pfn`` after it has been dirtied ``generation`` times."""
+    return hashlib.shake_128(f"{uuid}:{pfn}:{generation}".encode()).digest(PAGE_SIZE)
+
+
+class DirtyMap:
+    """The dirtying pattern of one guest over ``n`` pages with working set ``wss``."""
+
+    def __init__(self, uuid: str, n: int, wss: int):
+        self.n = max(1, n)
+        self.wss = max(1, min(wss, self.n))
+        seed = int.from_bytes(hashlib.sha256(uuid.encode()).digest()[:16], "big")
+        a = (seed % self.n) | 1
+        while math.gcd(a, self.n) != 1:
+            a += 1
+        self._a = a % self.n or 1
+        self._b = (seed >> 64) % self.n
+        self._a_inv = pow(self._a, -1, self.n) if self.n > 1 else 0
+
+    def pfn_at(self, index: int) -> int:
+        """The page written by events whose index mod W is ``index``."""
+        return (self._a * index + self._b) % self.n
+
+    def index_of(self, pfn: int) -> Optional[int]:
+        """Position of ``pfn`` in the working set, None if the guest never writes it."""
+        if pfn >= self.n:
+            return None
+        i = (self._a_inv * (pfn - self._b)) % self.n
+        return i if i < self.wss else None
+
+    def generation(self, pfn: int, k: int) -> int:
+        """How many of the first ``k`` events wrote ``pfn``."""
+        i = self.index_of(pfn)
+        if i is None:
+            return 0
+        return k // self.wss + (1 if i < k % self.wss else 0)
+
+    def written_between(self, pfn: int, k0: int, k1: int) -> bool:
+        """Whether an event with index in [k0, k1) wrote ``pfn``."""
+        i = self.index_of(pfn)
+        if i is None or k1 <= k0:
+            return False
+        first = k0 + (i - k0) % self.wss
+        return first < k1
+
+    def dirtied(self, k0: int, k1: int) -> Iterator[int]:
+        """Pages written by events with index in [k0, k1), each once, unordered."""
+        count = k1 - k0
+        if count <= 0:
+            return iter(())
+        if count >= self.wss:
+            return (self.pfn_at(i) for i in range(self.wss))
+        start = k0 % self.wss
+        end = start + count
+        if end <= self.wss:
+            indices = range(start, end)
+        else:
+            indices = list(range(start, self.wss)) + list(range(0, end - self.wss))
+        return (self.pfn_at(i) for i in indices)

@@ -1,0 +1,568 @@
+"""A simulated hypervisor whose whole state lives in a directory.
+
+Because nothing lives in the xend process, a new instance on the same directory (a xend
+restart, or another process such as ``xend-sim``) sees the same domains, still "running".
+
+State directory layout::
+
+    lock                 flock'ed by every writer (all processes)
+    domains.json         the domain table: host facts, domid counter, one record per domain
+    console-ring         the hypervisor's console ring (xm dmesg)
+    store/<shard>.json   the store (xenstore analog), see simstore
+    dom/<domid>/aux.json console read position, dirty-log position, write epoch
+    dom/<domid>/pages    sparse file: pages written by write_pages (restore / migrate)
+    dom/<domid>/written  bitmap of the pfns present in ``pages``
+
+Time-based behaviour is computed from timestamps when state is read (see simguest), so no
+background process is needed. Guests are tuned with ``sim.*`` words in their kernel command
+line (simguest.KNOBS).
+"""
+from __future__ import annotations
+
+import bisect
+import contextlib
+import errno
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid as uuidlib
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+
+from ..errors import HypervisorError
+from . import simguest as guest
+from . import simhost
+from .base import (PAGE_SIZE, SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_REASONS, DomainInfo,
+                   DomainSpec, Hypervisor, PhysInfo, VcpuInfo, VersionInfo)
+from .simfiles import CachedJson, StateLock, atomic_write, dumps, read_json, write_json
+from .simmemory import DirtyMap, page_bytes
+from .simstore import SimStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_PATH = "/var/lib/xend/simulated"
+DEFAULT_HOST_MEMORY_MIB = 16384
+DOMID_FIRST_RESERVED = 0x7FF0
+MAX_VCPUS = 512
+_SHUTDOWN_REQUEST = re.compile(r"^/local/domain/(\d+)/control/shutdown$")
+_READ_BATCH = 256
+
+
+def _error(code: int, message: Optional[str] = None) -> HypervisorError:
+    return HypervisorError(code, message or os.strerror(code))
+
+
+class SimulatedHypervisor(Hypervisor):
+    """A hypervisor host simulated in ``state_path``.
+
+    The host (memory, cpus, dom0's initial memory) is fixed when the directory is first
+    used; later instances keep it, as real hardware does not change under running domains.
+    Guest-knob defaults (``shutdown_delay``, ``dirty_rate``) apply to domains created by this
+    instance. Create instances after any fork: the lock is an open file.
+    """
+
+    name = "simulated"
+
+    def __init__(self, state_path: str, host_memory_mib: Optional[int] = None,
+                 host_cpus: Optional[int] = None, dom0_memory_mib: Optional[int] = None, *,
+                 shutdown_delay: float = 0.3, dirty_rate: int = 2000,
+                 poll_interval: float = 0.05, create: bool = True):
+        self._dir = state_path
+        table_path = os.path.join(state_path, "domains.json")
+        if not create and not os.path.exists(table_path):
+            raise _error(errno.ENOENT, f"no simulated hypervisor state in {state_path}")
+        os.makedirs(os.path.join(state_path, "dom"), mode=0o700, exist_ok=True)
+        self._mutex = threading.RLock()
+        self._lock = StateLock(os.path.join(state_path, "lock"), self._mutex)
+        self._table = CachedJson(table_path)
+        self._store = SimStore(os.path.join(state_path, "store"), self._lock)
+        self._guest_defaults = {"shutdown_delay": shutdown_delay, "dirty_rate": dirty_rate}
+        self._poll = poll_interval
+        self._indexed: Optional[dict] = None
+        self._index: Dict[int, dict] = {}
+        self._maps: Dict[Tuple[str, int, int], DirtyMap] = {}
+        self._fragments: Dict[int, Tuple[dict, str]] = {}    # domid -> (record, its JSON)
+        self._init_host(host_memory_mib, host_cpus, dom0_memory_mib)
+        with self._mutex:
+            self._seen_serial = self._load()["serial"]
+            self._seen_time = time.time()
+
+    # -- state table -------------------------------------------------------------------------
+    def _init_host(self, memory_mib: Optional[int], cpus: Optional[int],
+                   dom0_mib: Optional[int]) -> None:
+        with self._lock:
+            doc = self._table.load()
+            if doc is not None:
+                host = doc["host"]
+                if (memory_mib and memory_mib * 1024 != host["memory_kib"]) or \
+                        (cpus and cpus != host["nr_cpus"]):
+                    log.warning("simulated host in %s keeps its %d MiB and %d cpus; "
+                                "remove the directory to change them", self._dir,
+                                host["memory_kib"] // 1024, host["nr_cpus"])
+                return
+            total = (memory_mib or DEFAULT_HOST_MEMORY_MIB) * 1024
+            nr_cpus = cpus or os.cpu_count() or 1
+            dom0 = (dom0_mib * 1024) if dom0_mib else total // 4
+            if total <= 0 or not 0 < dom0 <= total:
+                raise _error(errno.EINVAL, "bad simulated host memory settings")
+            now = time.time()
+            doc = {"format": 1, "serial": 0, "next_domid": 1,
+                   "host": {"memory_kib": total, "nr_cpus": nr_cpus, "boot_time": now,
+                            "dom0_boot_kib": dom0},
+                   "domains": [guest.dom0_record(nr_cpus, dom0, total, now)]}
+            atomic_write(self._ring_path(), simhost.boot_log(nr_cpus, total, dom0).encode())
+            self._table.save(doc)
+
+    def _load(self) -> dict:
+        doc = self._table.load()
+        if doc is None:
+            raise _error(errno.EIO, f"simulated hypervisor state vanished from {self._dir}")
+        if self._indexed is not doc:
+            self._index = {rec["domid"]: rec for rec in doc["domains"]}
+            self._indexed = doc
+        return doc
+
+    def _record(self, domid: int) -> dict:
+        """The stored (unsettled) record of ``domid``; caller holds the mutex."""
+        if not isinstance(domid, int):
+            raise _error(errno.EINVAL, f"bad domain id {domid!r}")
+        self._load()
+        rec = self._index.get(domid)
+        if rec is None:
+            raise _error(errno.ESRCH)
+        return rec
+
+    def _settled(self, domid: int) -> Tuple[dict, float]:
+        with self._mutex:
+            now = time.time()
+            return guest.settled(self._record(domid), now), now
+
+    @contextlib.contextmanager
+    def _update(self, domid: Optional[int] = None, *, allow_dom0: bool = True):
+        """Mutate the table under the lock: yields (doc, record of domid settled in place, now)
+        and saves afterwards; on an exception nothing is saved. The body may change that
+        record, the doc's own fields and the list of records, but no other record."""
+        with self._lock:
+            try:
+                doc = self._load()
+                now = time.time()
+                rec = None
+                if domid is not None:
+                    rec = self._record(domid)
+                    if domid == 0 and not allow_dom0:
+                        raise _error(errno.EINVAL, "not permitted on Domain-0")
+                    guest.materialize(rec, now)
+                yield doc, rec, now
+            except BaseException:
+                self._table.invalidate()
+                self._indexed = None
+                raise
+            if rec is not None:
+                self._fragments.pop(rec["domid"], None)
+            doc["serial"] += 1
+            self._table.save(doc, self._serialize(doc))
+
+    def _serialize(self, doc: dict) -> bytes:
+        """The table as JSON, re-encoding only records not encoded before: with a thousand
+        domains, encoding the whole table would dominate every operation."""
+        fragments = {}
+        for rec in doc["domains"]:
+            cached = self._fragments.get(rec["domid"])
+            if cached is None or cached[0] is not rec:
+                cached = (rec, dumps(rec))
+            fragments[rec["domid"]] = cached
+        self._fragments = fragments
+        head = dumps({key: value for key, value in doc.items() if key != "domains"})
+        body = ",".join(text for _, text in fragments.values())
+        return f'{head[:-1]},"domains":[{body}]}}'.encode()
+
+    def _host(self) -> dict:
+        with self._mutex:
+            return self._load()["host"]
+
+    def _free_kib(self, doc: dict) -> int:
+        return doc["host"]["memory_kib"] - sum(rec["mem_kib"] for rec in doc["domains"])
+
+    # -- host ----------------------------------------------------------------------------------
+    def physinfo(self) -> PhysInfo:
+        with self._mutex:
+            doc = self._load()
+            host = doc["host"]
+            return simhost.physinfo(host["nr_cpus"], host["memory_kib"], self._free_kib(doc))
+
+    def version(self) -> VersionInfo:
+        return simhost.version(self._host()["dom0_boot_kib"] // 1024)
+
+    def read_console_ring(self, clear: bool = False) -> str:
+        with self._lock:
+            try:
+                with open(self._ring_path(), "rb") as f:
+                    text = f.read().decode("utf-8", "replace")
+            except FileNotFoundError:
+                text = ""
+            if clear and text:
+                atomic_write(self._ring_path(), b"")
+            return text
+
+    def _ring_path(self) -> str:
+        return os.path.join(self._dir, "console-ring")
+
+    # -- domains -------------------------------------------------------------------------------
+    def list_domains(self) -> List[DomainInfo]:
+        with self._mutex:
+            now = time.time()
+            return [guest.domain_info(guest.settled(rec, now), now)
+                    for rec in self._load()["domains"]]
+
+    def domain_info(self, domid: int) -> DomainInfo:
+        rec, now = self._settled(domid)
+        return guest.domain_info(rec, now)
+
+    def domain_names(self) -> Dict[int, str]:
+        """domid -> the name given at creation (the simulator's own bookkeeping)."""
+        with self._mutex:
+            return {rec["domid"]: rec["name"] for rec in self._load()["domains"]}
+
+    def create_domain(self, spec: DomainSpec) -> int:
+        try:
+            uuid = str(uuidlib.UUID(spec.uuid))
+        except (ValueError, TypeError, AttributeError):
+            raise _error(errno.EINVAL, f"bad uuid {spec.uuid!r}") from None
+        if not 0 < spec.memory_kib <= spec.maxmem_kib or not 0 < spec.vcpus <= MAX_VCPUS:
+            raise _error(errno.EINVAL, "bad memory or vcpu count")
+        knobs = guest.parse_knobs(spec.cmdline, self._guest_defaults)
+        with self._update() as (doc, _, now):
+            if spec.memory_kib > self._free_kib(doc):
+                raise _error(errno.ENOMEM)
+            domid = self._allocate_domid(doc)
+            rec = guest.new_record(domid, spec, knobs, now)
+            rec["uuid"] = uuid
+            self._reset_aux(domid)
+            ids = [r["domid"] for r in doc["domains"]]
+            doc["domains"].insert(bisect.bisect(ids, domid), rec)
+            self._indexed = None
+        return domid
+
+    def _allocate_domid(self, doc: dict) -> int:
+        """Like Xen: the next id after the last one given, skipping ids in use, wrapping."""
+        domid = doc["next_domid"]
+        for _ in range(DOMID_FIRST_RESERVED):
+            if domid >= DOMID_FIRST_RESERVED:
+                domid = 1
+            if domid not in self._index:
+                doc["next_domid"] = domid + 1
+                return domid
+            domid += 1
+        raise _error(errno.ENOSPC, "no free domain id")
+
+    # Pauses by the controller are counted, as in Xen: a new domain starts with one, each
+    # pause adds one, each unpause removes one (EINVAL when there is none); it runs at zero.
+    def pause(self, domid: int) -> None:
+        with self._update(domid, allow_dom0=False) as (_, rec, now):
+            if rec["pause_count"] >= 255:
+                raise _error(errno.EOVERFLOW)
+            guest.fold(rec, now)
+            rec["pause_count"] += 1
+            rec["since"] = None
+
+    def unpause(self, domid: int) -> None:
+        with self._update(domid, allow_dom0=False) as (_, rec, now):
+            if rec["pause_count"] == 0:
+                raise _error(errno.EINVAL, "domain is not paused")
+            rec["pause_count"] -= 1
+            if rec["pause_count"] == 0 and not rec["shutdown"]:
+                rec["since"] = now
+
+    def shutdown(self, domid: int, reason: int) -> None:
+        if reason not in SHUTDOWN_NAMES:
+            raise _error(errno.EINVAL, f"bad shutdown reason {reason!r}")
+        with self._update(domid, allow_dom0=False) as (_, rec, now):
+            if not rec["shutdown"]:
+                guest.stop(rec, now, reason, None)
+
+    def crash(self, domid: int) -> None:
+        """Make the guest crash now (as a kernel panic would): test and ``xend-sim`` hook."""
+        with self._update(domid, allow_dom0=False) as (_, rec, now):
+            if not rec["shutdown"]:
+                guest.stop(rec, now, SHUTDOWN_CRASH, "crash")
+
+    def destroy(self, domid: int) -> None:
+        with self._lock:
+            with self._update(domid, allow_dom0=False) as (doc, rec, _):
+                doc["domains"].remove(rec)
+                self._indexed = None
+            self._store.rm(f"/local/domain/{domid}")
+            shutil.rmtree(self._aux_dir(domid), ignore_errors=True)
+
+    def set_max_memory(self, domid: int, kib: int) -> None:
+        _check_kib(kib)
+        with self._update(domid) as (_, rec, _now):
+            rec["maxmem_kib"] = kib
+
+    def set_memory_target(self, domid: int, kib: int) -> None:
+        _check_kib(kib)
+        with self._update(domid) as (doc, rec, _):
+            # a balloon driver cannot grow the guest past its static maximum
+            new = min(kib, rec["maxmem_kib"])
+            if new - rec["mem_kib"] > self._free_kib(doc):
+                raise _error(errno.ENOMEM)
+            rec["mem_kib"] = new
+        self._store.write(f"/local/domain/{domid}/memory/target", str(kib))
+
+    def set_vcpus_online(self, domid: int, count: int) -> None:
+        with self._update(domid) as (_, rec, now):
+            if not isinstance(count, int) or not 0 < count <= rec["max_vcpus"]:
+                raise _error(errno.EINVAL, f"bad vcpu count {count!r}")
+            guest.fold(rec, now)
+            rec["online_vcpus"] = count
+
+    def vcpu_info(self, domid: int) -> List[VcpuInfo]:
+        rec, now = self._settled(domid)
+        nr_cpus = self._host()["nr_cpus"]
+        times = guest.vcpu_times(rec, now)
+        active = rec["since"] is not None
+        busy = active and guest.is_busy(rec, now)
+        result = []
+        for v in range(rec["max_vcpus"]):
+            affinity = self._affinity(rec, v, nr_cpus)
+            online = v < rec["online_vcpus"]
+            cpu = affinity[(rec["domid"] + v) % len(affinity)] if online else -1
+            result.append(VcpuInfo(number=v, online=online, blocked=online and active and not busy,
+                                   running=online and busy, cpu_time_ns=times[v], cpu=cpu,
+                                   affinity=affinity))
+        return result
+
+    @staticmethod
+    def _affinity(rec: dict, vcpu: int, nr_cpus: int) -> List[int]:
+        pinned = rec["affinity"][vcpu] if rec["affinity"] else None
+        return list(pinned) if pinned else list(range(nr_cpus))
+
+    def set_vcpu_affinity(self, domid: int, vcpu: int, cpus: List[int]) -> None:
+        nr_cpus = self._host()["nr_cpus"]
+        wanted = sorted(set(cpus))
+        if not wanted or not all(isinstance(c, int) and 0 <= c < nr_cpus for c in wanted):
+            raise _error(errno.EINVAL, f"bad cpu list {cpus!r}")
+        with self._update(domid) as (_, rec, _now):
+            if not isinstance(vcpu, int) or not 0 <= vcpu < rec["max_vcpus"]:
+                raise _error(errno.EINVAL, f"bad vcpu {vcpu!r}")
+            pins = rec["affinity"] or [None] * rec["max_vcpus"]
+            pins[vcpu] = None if len(wanted) == nr_cpus else wanted
+            rec["affinity"] = pins if any(pins) else None
+
+    def sched_credit_get(self, domid: int) -> Tuple[int, int]:
+        rec, _ = self._settled(domid)
+        return rec["weight"], rec["cap"]
+
+    def sched_credit_set(self, domid: int, weight: int, cap: int) -> None:
+        if not (isinstance(weight, int) and 1 <= weight <= 65535
+                and isinstance(cap, int) and 0 <= cap <= 65535):
+            raise _error(errno.EINVAL, f"bad credit weight/cap {weight!r}/{cap!r}")
+        with self._update(domid) as (_, rec, _now):
+            rec.update(weight=weight, cap=cap)
+
+    # -- store ---------------------------------------------------------------------------------
+    def store_read(self, path: str) -> Optional[str]:
+        return self._store.read(path)
+
+    def store_write(self, path: str, value: str) -> None:
+        self._store.write(path, value)
+        match = _SHUTDOWN_REQUEST.match(path)
+        if match and value in SHUTDOWN_REASONS:
+            self._request_shutdown(int(match.group(1)), SHUTDOWN_REASONS[value])
+
+    def _request_shutdown(self, domid: int, reason: int) -> None:
+        """The guest sees the request; a cooperative one acts on it after its delay."""
+        with self._lock:
+            self._load()
+            if domid == 0 or domid not in self._index:
+                return
+            with self._update(domid) as (_, rec, now):
+                if not rec["shutdown"]:
+                    rec["request"] = [reason, now]
+
+    def store_list(self, path: str) -> List[str]:
+        return self._store.list(path)
+
+    def store_rm(self, path: str) -> None:
+        self._store.rm(path)
+
+    # -- memory image --------------------------------------------------------------------------
+    def nr_pages(self, domid: int) -> int:
+        return self._guest(domid)[0]["mem_kib"] // 4
+
+    def read_pages(self, domid: int, pfns: Iterable[int]) -> Iterator[Tuple[int, bytes]]:
+        self._guest(domid)      # fail now, not at the first next()
+        return self._iter_pages(domid, iter(pfns))
+
+    def _iter_pages(self, domid: int, pfns: Iterator[int]) -> Iterator[Tuple[int, bytes]]:
+        written = self._read_bitmap(domid)
+        written_k = self._aux(domid)["written_k"]
+        fd = -1
+        if any(written):
+            fd = os.open(os.path.join(self._aux_dir(domid), "pages"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            while True:
+                batch = [pfn for _, pfn in zip(range(_READ_BATCH), pfns)]
+                if not batch:
+                    return
+                rec, now = self._guest(domid)   # a running guest keeps writing meanwhile
+                n, k, dmap = rec["mem_kib"] // 4, guest.dirty_events(rec, now), self._map(rec)
+                for pfn in batch:
+                    if not isinstance(pfn, int) or not 0 <= pfn < n:
+                        raise _error(errno.EINVAL, f"pfn {pfn!r} out of range")
+                    if _bit(written, pfn) and not dmap.written_between(pfn, written_k, k):
+                        data = os.pread(fd, PAGE_SIZE, pfn * PAGE_SIZE).ljust(PAGE_SIZE, b"\0")
+                    else:
+                        data = page_bytes(rec["uuid"], pfn, dmap.generation(pfn, k))
+                    yield pfn, data
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def write_pages(self, domid: int, pages: Iterable[Tuple[int, bytes]]) -> None:
+        rec, _ = self._guest(domid)
+        n = rec["mem_kib"] // 4
+        new_bits = bytearray((n + 7) // 8)
+        # the data goes in without the lock (only this domain's restore writes it); the lock
+        # is taken at the end to publish the pages in the bitmap
+        fd = os.open(os.path.join(self._aux_dir(domid), "pages"),
+                     os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            for pfn, data in pages:
+                if not isinstance(pfn, int) or not 0 <= pfn < n:
+                    raise _error(errno.EINVAL, f"pfn {pfn!r} out of range")
+                if len(data) != PAGE_SIZE:
+                    raise _error(errno.EINVAL, f"page {pfn} is {len(data)} bytes")
+                os.pwrite(fd, data, pfn * PAGE_SIZE)
+                new_bits[pfn >> 3] |= 1 << (pfn & 7)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with self._lock:
+            rec, now = self._guest(domid)
+            k = guest.dirty_events(rec, now)
+            aux = self._aux(domid)
+            old = self._read_bitmap(domid)
+            if k > aux["written_k"] and any(old):
+                # pages stored earlier that the guest has since overwritten are stale
+                for pfn in self._map(rec).dirtied(aux["written_k"], k):
+                    if pfn < len(old) * 8:
+                        old[pfn >> 3] &= ~(1 << (pfn & 7)) & 0xFF
+            size = max(len(old), len(new_bits))
+            merged = (int.from_bytes(old, "little") | int.from_bytes(new_bits, "little"))
+            atomic_write(self._bitmap_path(domid), merged.to_bytes(size, "little"))
+            aux["written_k"] = k
+            self._save_aux(domid, aux)
+
+    def enable_dirty_log(self, domid: int, enable: bool) -> None:
+        with self._lock:
+            rec, now = self._guest(domid)
+            aux = self._aux(domid)
+            aux["dirty_k"] = guest.dirty_events(rec, now) if enable else None
+            self._save_aux(domid, aux)
+
+    def read_dirty_pages(self, domid: int) -> List[int]:
+        with self._lock:
+            rec, now = self._guest(domid)
+            aux = self._aux(domid)
+            if aux["dirty_k"] is None:
+                raise _error(errno.EINVAL, "dirty logging is not enabled")
+            k = guest.dirty_events(rec, now)
+            n = rec["mem_kib"] // 4
+            pfns = sorted(p for p in self._map(rec).dirtied(aux["dirty_k"], k) if p < n)
+            aux["dirty_k"] = k
+            self._save_aux(domid, aux)
+            return pfns
+
+    def _guest(self, domid: int) -> Tuple[dict, float]:
+        """Settled record of a guest (not dom0, whose memory is not ours to move)."""
+        if domid == 0:
+            raise _error(errno.EINVAL, "not permitted on Domain-0")
+        return self._settled(domid)
+
+    def _map(self, rec: dict) -> DirtyMap:
+        _, wss = guest.dirty_params(rec)
+        key = (rec["uuid"], rec["map_pages"], wss)
+        dmap = self._maps.get(key)
+        if dmap is None:
+            if len(self._maps) > 4096:
+                self._maps.clear()
+            dmap = self._maps[key] = DirtyMap(*key)
+        return dmap
+
+    # -- per-domain files ----------------------------------------------------------------------
+    def _aux_dir(self, domid: int) -> str:
+        return os.path.join(self._dir, "dom", str(domid))
+
+    def _bitmap_path(self, domid: int) -> str:
+        return os.path.join(self._aux_dir(domid), "written")
+
+    def _reset_aux(self, domid: int) -> None:
+        shutil.rmtree(self._aux_dir(domid), ignore_errors=True)
+        os.makedirs(self._aux_dir(domid), mode=0o700)
+        self._save_aux(domid, {"console_pos": 0, "dirty_k": None, "written_k": 0})
+
+    def _aux(self, domid: int) -> dict:
+        aux = read_json(os.path.join(self._aux_dir(domid), "aux.json"))
+        if aux is None:
+            raise _error(errno.ESRCH)
+        return aux
+
+    def _save_aux(self, domid: int, aux: dict) -> None:
+        write_json(os.path.join(self._aux_dir(domid), "aux.json"), aux)
+
+    def _read_bitmap(self, domid: int) -> bytearray:
+        try:
+            with open(self._bitmap_path(domid), "rb") as f:
+                return bytearray(f.read())
+        except FileNotFoundError:
+            return bytearray()
+
+    # -- console and events --------------------------------------------------------------------
+    def read_console(self, domid: int) -> bytes:
+        if domid == 0:
+            self._settled(0)
+            return b""
+        with self._lock:
+            rec, now = self._settled(domid)
+            aux = self._aux(domid)
+            count = guest.console_line_count(rec, now)
+            if count <= aux["console_pos"]:
+                return b""
+            lines = guest.console_lines(rec, aux["console_pos"], count)
+            aux["console_pos"] = count
+            self._save_aux(domid, aux)
+            return "".join(lines).encode()
+
+    def wait_for_change(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            with self._mutex:
+                doc = self._load()
+                now = time.time()
+                due = [ev[0] for ev in map(guest.next_event, doc["domains"]) if ev]
+                changed = (doc["serial"] != self._seen_serial
+                           or any(self._seen_time < t <= now for t in due))
+                remaining = deadline - time.monotonic()
+                if changed or remaining <= 0:
+                    self._seen_serial, self._seen_time = doc["serial"], now
+                    return changed
+                upcoming = [t - now for t in due if t > now]
+            time.sleep(max(0.001, min([self._poll, remaining] + upcoming)))
+
+    def close(self) -> None:
+        with self._mutex:
+            self._table.close()
+            self._lock.close()
+
+
+def _check_kib(kib: int) -> None:
+    if not isinstance(kib, int) or kib <= 0:
+        raise _error(errno.EINVAL, f"bad memory size {kib!r}")
+
+
+def _bit(bitmap: bytearray, pfn: int) -> bool:
+    byte = pfn >> 3
+    return byte < len(bitmap) and bool(bitmap[byte] & (1 << (pfn & 7)))

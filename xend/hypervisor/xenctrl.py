@@ -1,0 +1,386 @@
+"""The real backend: libxenctrl 4.17 and libxenstore through ctypes (declarations: libxen).
+
+What a domain manager can do with libxenctrl alone is implemented here. Building a guest's
+memory and kernel and saving/restoring its memory need libxenguest (``xc_dom_*``,
+``xc_domain_save``/``xc_domain_restore``); those methods raise ENOSYS. Guest consoles are
+served by xenconsoled, not by the hypervisor, so ``read_console`` raises ENOSYS too.
+
+The control handle is opened in the constructor: construct after daemonizing (a handle must
+not be used across fork; we check the pid).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+import time
+import uuid as uuidlib
+from ctypes import byref, c_char_p, c_int, c_uint, c_uint8, c_uint32, create_string_buffer
+from typing import Iterable, Iterator, List, Optional, Tuple
+
+from ..errors import HypervisorError
+from . import libxen as X
+from .base import (SHUTDOWN_CRASH, SHUTDOWN_NAMES, DomainInfo, DomainSpec, Hypervisor, PhysInfo,
+                   VcpuInfo, VersionInfo)
+
+_LIST_CHUNK = 256
+_CONSOLE_RING_MAX = 1 << 20
+_POLL_SECONDS = 0.25
+_NOT_WITHOUT_LIBXENGUEST = ("moving a real domain's memory needs libxenguest (xc_domain_save/"
+                            "xc_domain_restore), which the xenctrl backend does not bind")
+
+
+class XenctrlHypervisor(Hypervisor):
+    name = "xenctrl"
+
+    def __init__(self) -> None:
+        self._xc = X.load_xenctrl()
+        self._libc = X.load_libc()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        handle = self._xc.xc_interface_open(None, None, 0)
+        if not handle:
+            err = ctypes.get_errno()
+            if err == errno.ENOENT:
+                raise HypervisorError(errno.ENOENT, "no Xen hypervisor on this host")
+            raise HypervisorError(err, "cannot open the Xen control interface: "
+                                       + os.strerror(err))
+        self._xch = handle
+        self._xs_lib: Optional[ctypes.CDLL] = None
+        self._xsh: Optional[int] = None
+        self._last_seen: Optional[tuple] = None
+
+    # -- calling conventions -------------------------------------------------------------------
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise HypervisorError(errno.EINVAL, "Xen handle used across fork(); open a new one")
+
+    def _call(self, name: str, *args: object) -> int:
+        """Call ``name(xch, *args)``; a negative result raises HypervisorError."""
+        self._check_process()
+        func = getattr(self._xc, name)
+        with self._lock:
+            self._xc.xc_clear_last_error(self._xch)
+            rc = func(self._xch, *args)
+            if rc >= 0:
+                return rc
+            err = ctypes.get_errno() or errno.EINVAL
+            last = self._xc.xc_get_last_error(self._xch)
+            detail = last.contents.message.decode(errors="replace").strip() if last else ""
+        message = os.strerror(err)
+        raise HypervisorError(err, f"{message} ({detail})" if detail else message)
+
+    # -- host ----------------------------------------------------------------------------------
+    def _physinfo_raw(self) -> X.xc_physinfo_t:
+        info = X.xc_physinfo_t()
+        self._call("xc_physinfo", byref(info))
+        return info
+
+    def physinfo(self) -> PhysInfo:
+        info = self._physinfo_raw()
+        caps = []
+        if info.capabilities & X.XEN_SYSCTL_PHYSCAP_hvm:
+            caps.append("hvm")
+        if info.capabilities & X.XEN_SYSCTL_PHYSCAP_directio:
+            caps.append("hvm_directio")
+        return PhysInfo(nr_cpus=info.nr_cpus, nr_nodes=info.nr_nodes,
+                        cores_per_socket=info.cores_per_socket,
+                        threads_per_core=info.threads_per_core, cpu_khz=info.cpu_khz,
+                        hw_caps=":".join("%08x" % word for word in info.hw_cap),
+                        virt_caps=" ".join(caps), total_kib=info.total_pages * 4,
+                        free_kib=info.free_pages * 4, scrub_kib=info.scrub_pages * 4)
+
+    def version(self) -> VersionInfo:
+        packed = self._call("xc_version", X.XENVER_version, None)
+        compile_info = X.xen_compile_info_t()
+        self._call("xc_version", X.XENVER_compile_info, byref(compile_info))
+        params = X.xen_platform_parameters_t()
+        self._call("xc_version", X.XENVER_platform_parameters, byref(params))
+        sched = c_int(0)
+        self._call("xc_sched_id", byref(sched))
+        return VersionInfo(
+            major=packed >> 16, minor=packed & 0xFFFF,
+            extra=self._version_string(X.XENVER_extraversion, 16),
+            capabilities=self._version_string(X.XENVER_capabilities, 1024),
+            changeset=self._version_string(X.XENVER_changeset, 64),
+            pagesize=self._call("xc_version", X.XENVER_pagesize, None),
+            commandline=self._version_string(X.XENVER_commandline, 1024),
+            scheduler=X.XEN_SCHEDULERS.get(sched.value, str(sched.value)),
+            cc_compiler=compile_info.compiler.decode(errors="replace"),
+            cc_compile_by=compile_info.compile_by.decode(errors="replace"),
+            cc_compile_domain=compile_info.compile_domain.decode(errors="replace"),
+            cc_compile_date=compile_info.compile_date.decode(errors="replace"),
+            platform_params="virt_start=0x%x" % params.virt_start)
+
+    def _version_string(self, cmd: int, size: int) -> str:
+        buf = create_string_buffer(size)
+        self._call("xc_version", cmd, buf)
+        return buf.value.decode(errors="replace")
+
+    def read_console_ring(self, clear: bool = False) -> str:
+        buf = create_string_buffer(_CONSOLE_RING_MAX)
+        count = c_uint(_CONSOLE_RING_MAX)
+        index = c_uint32(0)
+        self._call("xc_readconsolering", buf, byref(count), int(clear), 0, byref(index))
+        return buf.raw[:count.value].decode(errors="replace")
+
+    # -- domains -------------------------------------------------------------------------------
+    def list_domains(self) -> List[DomainInfo]:
+        result: List[DomainInfo] = []
+        first = 0
+        while first < X.DOMID_FIRST_RESERVED:
+            chunk = (X.xc_domaininfo_t * _LIST_CHUNK)()
+            count = self._call("xc_domain_getinfolist", first, _LIST_CHUNK, chunk)
+            result.extend(_domain_info(chunk[i]) for i in range(count))
+            if count < _LIST_CHUNK:
+                break
+            first = chunk[count - 1].domain + 1
+        return result
+
+    def domain_info(self, domid: int) -> DomainInfo:
+        # in 4.17 getdomaininfo answers with the next domain when ``domid`` does not exist
+        one = (X.xc_domaininfo_t * 1)()
+        count = self._call("xc_domain_getinfolist", _domid(domid), 1, one)
+        if count != 1 or one[0].domain != domid:
+            raise HypervisorError(errno.ESRCH, os.strerror(errno.ESRCH))
+        return _domain_info(one[0])
+
+    def create_domain(self, spec: DomainSpec) -> int:
+        """An empty domain shell, paused: Xen's createdomain plus its memory limit. Populating
+        memory and loading a kernel (libxenguest's domain builder) is not done here."""
+        try:
+            handle = uuidlib.UUID(spec.uuid).bytes
+        except (ValueError, TypeError, AttributeError):
+            raise HypervisorError(errno.EINVAL, f"bad uuid {spec.uuid!r}") from None
+        if not 0 < spec.memory_kib <= spec.maxmem_kib or spec.vcpus < 1:
+            raise HypervisorError(errno.EINVAL, "bad memory or vcpu count")
+        host = self._physinfo_raw()
+        if spec.memory_kib > host.free_pages * 4:
+            raise HypervisorError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+        config = X.xen_domctl_createdomain()
+        config.ssidref = spec.ssidref
+        config.handle[:] = list(handle)
+        if spec.hvm:
+            hap = host.capabilities & X.XEN_SYSCTL_PHYSCAP_hap
+            config.flags = X.XEN_DOMCTL_CDF_hvm | (X.XEN_DOMCTL_CDF_hap if hap else 0)
+            config.arch.emulation_flags = X.XEN_X86_EMU_HVM
+        config.max_vcpus = spec.vcpus
+        config.max_evtchn_port = 1023           # libxl's default
+        config.max_grant_frames = -1            # -1: the hypervisor's default
+        config.max_maptrack_frames = -1
+        config.grant_opts = 1                   # grant table version 1
+        domid = c_uint32(0)                     # 0: let Xen choose the id
+        self._call("xc_domain_create", byref(domid), byref(config))
+        try:
+            self._call("xc_domain_setmaxmem", domid.value, spec.maxmem_kib)
+        except HypervisorError:
+            self._call("xc_domain_destroy", domid.value)
+            raise
+        return domid.value
+
+    def pause(self, domid: int) -> None:
+        self._call("xc_domain_pause", _domid(domid))
+
+    def unpause(self, domid: int) -> None:
+        self._call("xc_domain_unpause", _domid(domid))
+
+    def shutdown(self, domid: int, reason: int) -> None:
+        if reason not in SHUTDOWN_NAMES:
+            raise HypervisorError(errno.EINVAL, f"bad shutdown reason {reason!r}")
+        self._call("xc_domain_shutdown", _domid(domid), reason)
+
+    def destroy(self, domid: int) -> None:
+        self._call("xc_domain_destroy", _domid(domid))
+
+    def set_max_memory(self, domid: int, kib: int) -> None:
+        self._call("xc_domain_setmaxmem", _domid(domid), _kib(kib))
+
+    def set_memory_target(self, domid: int, kib: int) -> None:
+        """As xend did: the balloon driver in the guest follows ``memory/target`` (KiB)."""
+        current = self.domain_info(domid).mem_kib
+        if _kib(kib) - current > self.physinfo().free_kib:
+            raise HypervisorError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+        self.store_write(f"/local/domain/{domid}/memory/target", str(kib))
+
+    def set_vcpus_online(self, domid: int, count: int) -> None:
+        """As xend did: the guest hot(un)plugs vcpus following ``cpu/<n>/availability``."""
+        max_vcpus = self.domain_info(domid).max_vcpu_id + 1
+        if not isinstance(count, int) or not 0 < count <= max_vcpus:
+            raise HypervisorError(errno.EINVAL, f"bad vcpu count {count!r}")
+        for vcpu in range(max_vcpus):
+            self.store_write(f"/local/domain/{domid}/cpu/{vcpu}/availability",
+                             "online" if vcpu < count else "offline")
+
+    def vcpu_info(self, domid: int) -> List[VcpuInfo]:
+        info = self.domain_info(domid)
+        nr_cpus = self.physinfo().nr_cpus
+        size = self._call("xc_get_cpumap_size")
+        result = []
+        for vcpu in range(info.max_vcpu_id + 1):
+            raw = X.xc_vcpuinfo_t()
+            self._call("xc_vcpu_getinfo", domid, vcpu, byref(raw))
+            hard, soft = (c_uint8 * size)(), (c_uint8 * size)()
+            self._call("xc_vcpu_getaffinity", domid, vcpu, hard, soft, X.XEN_VCPUAFFINITY_HARD)
+            affinity = [c for c in range(min(nr_cpus, size * 8)) if hard[c >> 3] >> (c & 7) & 1]
+            result.append(VcpuInfo(number=vcpu, online=bool(raw.online),
+                                   blocked=bool(raw.blocked), running=bool(raw.running),
+                                   cpu_time_ns=raw.cpu_time,
+                                   cpu=raw.cpu if raw.online else -1, affinity=affinity))
+        return result
+
+    def set_vcpu_affinity(self, domid: int, vcpu: int, cpus: List[int]) -> None:
+        size = self._call("xc_get_cpumap_size")
+        nr_cpus = self.physinfo().nr_cpus
+        if not cpus or not all(isinstance(c, int) and 0 <= c < min(nr_cpus, size * 8)
+                               for c in cpus):
+            raise HypervisorError(errno.EINVAL, f"bad cpu list {cpus!r}")
+        hard, soft = (c_uint8 * size)(), (c_uint8 * size)()
+        for c in cpus:
+            hard[c >> 3] |= 1 << (c & 7)
+        self._call("xc_vcpu_setaffinity", _domid(domid), vcpu, hard, soft,
+                   X.XEN_VCPUAFFINITY_HARD)
+
+    def sched_credit_get(self, domid: int) -> Tuple[int, int]:
+        params = X.xen_domctl_sched_credit()
+        self._call("xc_sched_credit_domain_get", _domid(domid), byref(params))
+        return params.weight, params.cap
+
+    def sched_credit_set(self, domid: int, weight: int, cap: int) -> None:
+        # Xen reads weight 0 as "unchanged"; the interface wants an explicit value
+        if not (isinstance(weight, int) and 1 <= weight <= 65535
+                and isinstance(cap, int) and 0 <= cap <= 65535):
+            raise HypervisorError(errno.EINVAL, f"bad credit weight/cap {weight!r}/{cap!r}")
+        params = X.xen_domctl_sched_credit(weight=weight, cap=cap)
+        self._call("xc_sched_credit_domain_set", _domid(domid), byref(params))
+
+    # -- the store (xenstored through libxenstore) ---------------------------------------------
+    def _xs(self) -> Tuple[ctypes.CDLL, int]:
+        self._check_process()
+        with self._lock:
+            if self._xsh is None:
+                lib = X.load_xenstore()
+                handle = lib.xs_open(0)
+                if not handle:
+                    err = ctypes.get_errno() or errno.ECONNREFUSED
+                    raise HypervisorError(err, "cannot connect to xenstored: " + os.strerror(err))
+                self._xs_lib, self._xsh = lib, handle
+            return self._xs_lib, self._xsh
+
+    def store_read(self, path: str) -> Optional[str]:
+        lib, h = self._xs()
+        length = c_uint(0)
+        ptr = lib.xs_read(h, X.XBT_NULL, path.encode(), byref(length))
+        if not ptr:
+            return _store_missing(ctypes.get_errno(), path, None)
+        try:
+            return ctypes.string_at(ptr, length.value).decode(errors="replace")
+        finally:
+            self._libc.free(ptr)
+
+    def store_write(self, path: str, value: str) -> None:
+        lib, h = self._xs()
+        data = value.encode()
+        if not lib.xs_write(h, X.XBT_NULL, path.encode(), data, len(data)):
+            err = ctypes.get_errno() or errno.EIO
+            raise HypervisorError(err, f"store write {path}: {os.strerror(err)}")
+
+    def store_list(self, path: str) -> List[str]:
+        lib, h = self._xs()
+        count = c_uint(0)
+        ptr = lib.xs_directory(h, X.XBT_NULL, path.encode(), byref(count))
+        if not ptr:
+            return _store_missing(ctypes.get_errno(), path, [])
+        try:
+            names = ctypes.cast(ptr, ctypes.POINTER(c_char_p))
+            return [names[i].decode(errors="replace") for i in range(count.value)]
+        finally:
+            self._libc.free(ptr)        # one block: the array and its strings
+
+    def store_rm(self, path: str) -> None:
+        lib, h = self._xs()
+        if not lib.xs_rm(h, X.XBT_NULL, path.encode()):
+            _store_missing(ctypes.get_errno(), path, None)
+
+    # -- memory image, console: not with libxenctrl alone --------------------------------------
+    def nr_pages(self, domid: int) -> int:
+        return self.domain_info(domid).mem_kib // 4
+
+    def read_pages(self, domid: int, pfns: Iterable[int]) -> Iterator[Tuple[int, bytes]]:
+        raise HypervisorError(errno.ENOSYS, _NOT_WITHOUT_LIBXENGUEST)
+
+    def write_pages(self, domid: int, pages: Iterable[Tuple[int, bytes]]) -> None:
+        raise HypervisorError(errno.ENOSYS, _NOT_WITHOUT_LIBXENGUEST)
+
+    def enable_dirty_log(self, domid: int, enable: bool) -> None:
+        raise HypervisorError(errno.ENOSYS, _NOT_WITHOUT_LIBXENGUEST)
+
+    def read_dirty_pages(self, domid: int) -> List[int]:
+        raise HypervisorError(errno.ENOSYS, _NOT_WITHOUT_LIBXENGUEST)
+
+    def read_console(self, domid: int) -> bytes:
+        raise HypervisorError(errno.ENOSYS, "guest consoles are served by xenconsoled")
+
+    def wait_for_change(self, timeout: float) -> bool:
+        # Polling the domain list; a xenstore watch on @releaseDomain/@introduceDomain would
+        # wake sooner but needs xenstored's cooperation for every state change anyway.
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            snapshot = tuple((d.domid, d.state_string, d.shutdown_reason)
+                             for d in self.list_domains())
+            if self._last_seen is None:
+                self._last_seen = snapshot
+            if snapshot != self._last_seen:
+                self._last_seen = snapshot
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(_POLL_SECONDS, remaining))
+
+    def close(self) -> None:
+        with self._lock:
+            if os.getpid() != self._pid:
+                return
+            if self._xsh is not None:
+                self._xs_lib.xs_close(self._xsh)
+                self._xsh = None
+            if self._xch:
+                self._xc.xc_interface_close(self._xch)
+                self._xch = None
+
+
+def _domid(domid: int) -> int:
+    if not isinstance(domid, int) or not 0 <= domid < X.DOMID_FIRST_RESERVED:
+        raise HypervisorError(errno.EINVAL, f"bad domain id {domid!r}")
+    return domid
+
+
+def _kib(kib: int) -> int:
+    if not isinstance(kib, int) or kib <= 0:
+        raise HypervisorError(errno.EINVAL, f"bad memory size {kib!r}")
+    return kib
+
+
+def _store_missing(err: int, path: str, missing: object):
+    """What a failed store call means: ``missing`` when the node does not exist."""
+    if err == errno.ENOENT:
+        return missing
+    err = err or errno.EIO
+    raise HypervisorError(err, f"store {path}: {os.strerror(err)}")
+
+
+def _domain_info(raw: X.xc_domaininfo_t) -> DomainInfo:
+    flags = raw.flags
+    is_shutdown = bool(flags & X.XEN_DOMINF_shutdown)
+    reason = (flags >> X.XEN_DOMINF_shutdownshift) & X.XEN_DOMINF_shutdownmask
+    crashed = is_shutdown and reason == SHUTDOWN_CRASH
+    return DomainInfo(
+        domid=raw.domain, uuid=str(uuidlib.UUID(bytes=bytes(raw.handle))),
+        dying=bool(flags & X.XEN_DOMINF_dying), crashed=crashed,
+        shutdown=is_shutdown and not crashed, paused=bool(flags & X.XEN_DOMINF_paused),
+        blocked=bool(flags & X.XEN_DOMINF_blocked), running=bool(flags & X.XEN_DOMINF_running),
+        hvm=bool(flags & X.XEN_DOMINF_hvm_guest),
+        shutdown_reason=reason if is_shutdown else 0,
+        mem_kib=raw.tot_pages * 4, maxmem_kib=raw.max_pages * 4, cpu_time_ns=raw.cpu_time,
+        online_vcpus=raw.nr_online_vcpus, max_vcpu_id=raw.max_vcpu_id, ssidref=raw.ssidref)
