@@ -1,0 +1,252 @@
+"""The `xend` command and the daemon's lifecycle, through the real program."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.daemon_helpers import XendInstance, free_port, parent_of, xend_command
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def xend(tmp_path):
+    inst = XendInstance(tmp_path / "host")
+    yield inst
+    inst.stop()
+    inst.kill()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_start_status_stop_round_trip(xend):
+    assert xend.xend("status").returncode == 3
+    r = xend.xend("start")
+    assert r.returncode == 0, r.stderr + xend.log_tail()
+    # start returned: the XML-RPC socket answers at once, no sleep
+    info = dict(xend.proxy().xend.node.info())
+    assert info["xend_hypervisor_backend"] == "simulated"
+    pid = xend.pid()
+    assert pid and alive(pid)
+    assert xend.xend("status").returncode == 0
+    assert xend.xend("start").returncode == 0
+    assert xend.pid() == pid, "a second start must not start a second xend"
+    watchdog = parent_of(pid)
+    assert xend.xend("stop").returncode == 0
+    assert not xend.paths["xend-pid-file"].exists()
+    assert not alive(pid) and not alive(watchdog)
+    assert not xend.paths["xend-unix-xmlrpc-path"].exists()
+    assert xend.xend("stop").returncode == 0
+    assert xend.xend("status").returncode == 3
+    log = xend.paths["logfile"].read_text()
+    assert "Xend Daemon started" in log
+    assert "Xend started at" in xend.paths["xend-debug-logfile"].read_text()
+    # the original's line format: [date time pid] LEVEL (module:line) message
+    first = log.splitlines()[0]
+    assert first.startswith("[") and "] INFO (" in first or "] DEBUG (" in first
+
+
+def test_restart_gives_new_pid(xend):
+    xend.start()
+    old = xend.pid()
+    assert xend.xend("restart").returncode == 0
+    new = xend.pid()
+    assert new and new != old and not alive(old)
+    assert xend.proxy().xend.domains_with_state(False, "all", False)
+
+
+def test_bad_config_refused_with_file_line_option(tmp_path):
+    inst = XendInstance(tmp_path / "bad", extra="(xend-port abc)")
+    r = inst.xend("start")
+    assert r.returncode == 1
+    assert f"{inst.config}:" in r.stderr and "xend-port" in r.stderr and "abc" in r.stderr
+    assert not inst.paths["xend-pid-file"].exists()
+    assert not inst.paths["xend-unix-xmlrpc-path"].exists()
+
+
+def test_bind_failure_reported_and_nothing_left(tmp_path):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    port = blocker.getsockname()[1]
+    inst = XendInstance(tmp_path / "busy", extra=(
+        "(xend-tcp-xmlrpc-server yes)(xend-tcp-xmlrpc-server-address 127.0.0.1)"
+        f"(xend-tcp-xmlrpc-server-port {port})"))
+    try:
+        r = inst.xend("start")
+        assert r.returncode == 1
+        assert "Address already in use" in r.stderr and str(port) in r.stderr
+        assert not inst.paths["xend-pid-file"].exists()
+        assert not inst.paths["xend-unix-xmlrpc-path"].exists()
+        assert inst.xend("status").returncode == 3
+    finally:
+        blocker.close()
+        inst.kill()
+
+
+def test_socket_of_a_live_xend_is_not_stolen(tmp_path, xend):
+    xend.start()
+    other = XendInstance(tmp_path / "other")
+    other.paths["xend-unix-xmlrpc-path"] = xend.paths["xend-unix-xmlrpc-path"]
+    other.write_config()
+    try:
+        r = other.xend("start")
+        assert r.returncode == 1 and "in use" in r.stderr
+        assert xend.proxy().xend.node.info()
+    finally:
+        other.kill()
+
+
+def test_stale_pid_file_is_not_fooling_status_or_start(xend):
+    pidfile = xend.paths["xend-pid-file"]
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        pidfile.write_text(str(sleeper.pid))  # a live process, but not xend
+        assert xend.xend("status").returncode == 1
+        assert xend.xend("start").returncode == 0
+        assert xend.pid() != sleeper.pid
+        assert xend.xend("status").returncode == 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_watchdog_restarts_killed_server(xend):
+    xend.start()
+    pid = xend.pid()
+    os.kill(pid, signal.SIGKILL)
+    new = xend.wait_for(lambda: (xend.pid() not in (None, pid)) and xend.pid())
+    xend.wait_for(lambda: xend.xend("status").returncode == 0)
+    xend.wait_for(xend.answering)
+    assert new != pid
+    assert "Xend died due to signal 9!  Restarting it." in xend.paths["logfile"].read_text()
+
+
+def test_watchdog_gives_up_on_a_crash_loop(xend):
+    xend.start()
+    watchdog = parent_of(xend.pid())
+    for _ in range(10):
+        pid = xend.wait_for(lambda: xend.pid() if xend.xend("status").returncode == 0 else None)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and alive(watchdog) and xend.pid() == pid:
+            time.sleep(0.05)
+        if not alive(watchdog):
+            break
+    xend.wait_for(lambda: not alive(watchdog))
+    assert "not restarting it again" in xend.paths["logfile"].read_text()
+    assert xend.xend("status").returncode in (1, 3)
+
+
+def test_kill_both_then_status_1_then_start(xend):
+    xend.start()
+    pid = xend.pid()
+    watchdog = parent_of(pid)
+    os.kill(watchdog, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    xend.wait_for(lambda: not alive(pid))
+    assert xend.xend("status").returncode == 1
+    assert xend.xend("start").returncode == 0
+    assert xend.proxy().xend.node.info()
+
+
+def test_reload_moves_listeners_and_survives_a_broken_config(xend):
+    xend.start()
+    pid = xend.pid()
+    port = free_port()
+    xend.write_config("(xend-tcp-xmlrpc-server yes)(xend-tcp-xmlrpc-server-address 127.0.0.1)"
+                      f"(xend-tcp-xmlrpc-server-port {port})")
+    assert xend.xend("reload").returncode == 0
+
+    def tcp_answers():
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    xend.wait_for(tcp_answers)
+    assert xend.pid() == pid
+    # a config that no longer parses: `xend reload` refuses it with file:line ...
+    good = xend.config.read_text()
+    xend.config.write_text(good + "(logfile /tmp/x\n")
+    r = xend.xend("reload")
+    assert r.returncode == 1 and f"{xend.config}:" in r.stderr
+    # ... and a SIGHUP sent behind its back keeps the running daemon on its old config
+    os.kill(pid, signal.SIGHUP)
+    xend.wait_for(lambda: "Reload refused" in xend.paths["logfile"].read_text())
+    assert xend.pid() == pid and tcp_answers()
+    assert xend.proxy().xend.node.info()
+
+
+def test_log_survives_rename_rotation(xend):
+    xend.start()
+    log = xend.paths["logfile"]
+    log.rename(log.with_suffix(".log.1"))
+    assert xend.xend("reload").returncode == 0  # logs "Restarting all XML-RPC ..."
+    xend.wait_for(lambda: log.exists() and "Restarting all" in log.read_text())
+
+
+def test_not_root_with_default_paths_prints_the_banner(tmp_path, monkeypatch, capsys):
+    # The check itself, in-process: an unprivileged user with the default /var/run pid file.
+    from xend import cli
+    cfg = tmp_path / "defaults.sxp"
+    cfg.write_text("(loglevel INFO)\n")
+    monkeypatch.setattr(os, "geteuid", lambda: 65534)
+    if os.access("/var/run", os.W_OK) and os.getuid() != 0:
+        pytest.skip("/var/run is writable by this user")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert cli.main(["-c", str(cfg), "start"]) == 1
+    assert "*** Xend must be run as root." in capsys.readouterr().err
+
+
+def test_check_config_lists_values_and_sources(tmp_path):
+    inst = XendInstance(tmp_path / "cc", extra="(xend-port 8123)")
+    r = inst.xend("check-config")
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.split()[:1] == ["xend-port"])
+    assert "8123" in line and f"{inst.config}:" in line
+    default = next(l for l in r.stdout.splitlines() if l.split()[:1] == ["xend-relocation-port"])
+    assert "8002" in default and "default" in default
+
+
+def test_check_config_reports_every_error(tmp_path):
+    cfg = tmp_path / "broken.sxp"
+    cfg.write_text("(xend-port abc)\n(xend-http-server maybe)\n(dom0-min-mem 1.5)\n")
+    r = subprocess.run(xend_command() + ["-c", str(cfg), "check-config"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    for line, option in ((1, "xend-port"), (2, "xend-http-server"), (3, "dom0-min-mem")):
+        assert f"{cfg}:{line}: option {option}" in r.stderr
+
+
+def test_usage_and_unknown_command():
+    r = subprocess.run(xend_command(), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "usage:" in r.stdout
+    r = subprocess.run(xend_command() + ["frobnicate"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "not an option: frobnicate" in r.stdout
+
+
+def test_install_files_never_overwrites(tmp_path):
+    root = tmp_path / "root"
+    r = subprocess.run(xend_command() + ["install-files", "--root", str(root)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    cfg = root / "etc" / "xen" / "xend-config.sxp"
+    init = root / "etc" / "init.d" / "xend"
+    assert cfg.exists() and os.access(init, os.X_OK)
+    cfg.write_text("(xend-port 9999)\n")
+    r = subprocess.run(xend_command() + ["install-files", "--root", str(root)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0
+    assert cfg.read_text() == "(xend-port 9999)\n"
+    assert (root / "etc" / "xen" / "xend-config.sxp.dist").exists()

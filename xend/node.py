@@ -1,0 +1,127 @@
+"""The running xend: wires the hypervisor, the domain registry and the listeners.
+
+Built inside the server process (after daemonizing), so the hypervisor handle is never
+shared across a fork.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+from typing import Any, List, Mapping, Optional
+
+from xend.server.listeners import Listeners
+
+log = logging.getLogger("xend.XendNode")
+
+XEND_CONFIG_FORMAT = 4
+
+
+class Node:
+    def __init__(self, opts: Mapping, config_path: str, log_path: Optional[str] = None):
+        self.opts = opts
+        self.config_path = config_path
+        self.log_path = log_path or opts["logfile"]
+        self.hypervisor = None
+        self.domains = None
+        self.listeners = Listeners(self._listener_specs)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        from xend.hypervisor import make_hypervisor
+        from xend.domains.registry import DomainRegistry
+
+        for warning in getattr(self.opts, "warnings", []):
+            log.warning("%s", warning)
+        self.run_network_script()
+        self.hypervisor = make_hypervisor(self.opts)
+        log.info("Hypervisor backend: %s", self.hypervisor.name)
+        self.domains = DomainRegistry(self.opts, self.hypervisor)
+        self.domains.start()
+        self.listeners.start(self.opts)
+        self.domains.autostart()
+
+    def stop(self) -> None:
+        self.listeners.stop()
+        if self.domains is not None:
+            self.domains.stop()
+        if self.hypervisor is not None:
+            self.hypervisor.close()
+
+    def reload(self, opts: Mapping) -> None:
+        self.opts = opts
+        if self.domains is not None:
+            self.domains.reconfigure(opts)
+        self.listeners.reload(opts)
+
+    def _listener_specs(self, opts: Mapping) -> list:
+        from xend.server.specs import listener_specs
+        return listener_specs(opts, self)
+
+    def run_network_script(self) -> None:
+        """``network-script`` at start: ``<scripts>/<word1> start <args>``; failure is logged."""
+        script = self.opts["network-script"]
+        if not script:
+            return
+        words = script if isinstance(script, list) else str(script).split()
+        if not words:
+            return
+        cmd = [words[0] if os.path.isabs(words[0])
+               else os.path.join(self.opts["xend-scripts-path"], words[0]), "start", *words[1:]]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.error("network-script %s failed: %s", " ".join(cmd), e)
+            return
+        for line in (proc.stdout + proc.stderr).splitlines():
+            log.info("network-script: %s", line)
+        if proc.returncode:
+            log.error("network-script %s exited with status %d", " ".join(cmd), proc.returncode)
+
+    # -- node calls (xend.node.*) ------------------------------------------------------------
+    def info(self, show_numa: Any = 1) -> List[list]:
+        hv = self.hypervisor
+        phys = hv.physinfo()
+        ver = hv.version()
+        uname = platform.uname()
+        mib = 1024
+        pairs = [
+            ["system", uname.system], ["host", uname.node], ["release", uname.release],
+            ["version", uname.version], ["machine", uname.machine],
+            ["nr_cpus", phys.nr_cpus], ["nr_nodes", phys.nr_nodes],
+            ["cores_per_socket", phys.cores_per_socket],
+            ["threads_per_core", phys.threads_per_core],
+            ["cpu_mhz", phys.cpu_khz // 1000], ["hw_caps", phys.hw_caps],
+            ["virt_caps", phys.virt_caps],
+            ["total_memory", phys.total_kib // mib], ["free_memory", phys.free_kib // mib],
+            ["free_cpus", 0],
+            ["xen_major", ver.major], ["xen_minor", ver.minor], ["xen_extra", ver.extra],
+            ["xen_caps", ver.capabilities], ["xen_scheduler", ver.scheduler],
+            ["xen_pagesize", ver.pagesize], ["platform_params", ver.platform_params],
+            ["xen_changeset", ver.changeset], ["xen_commandline", ver.commandline],
+            ["cc_compiler", ver.cc_compiler], ["cc_compile_by", ver.cc_compile_by],
+            ["cc_compile_domain", ver.cc_compile_domain],
+            ["cc_compile_date", ver.cc_compile_date],
+            ["xend_config_format", XEND_CONFIG_FORMAT],
+            ["xend_hypervisor_backend", hv.name],
+        ]
+        return pairs
+
+    def log_text(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError as e:
+            from xend.errors import XendError
+            raise XendError(f"cannot read {self.log_path}: {e.strerror}")
+
+    def dmesg_info(self) -> str:
+        return self.hypervisor.read_console_ring(clear=False)
+
+    def dmesg_clear(self) -> str:
+        return self.hypervisor.read_console_ring(clear=True)
+
+    def progress(self) -> list:
+        return self.domains.progress()

@@ -1,0 +1,42 @@
+"""The one table of XML-RPC methods (reference section 5.3): wire name -> bound method.
+
+Nothing is exported by ``dir()``: a name that is not here does not exist for clients.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from xend import errors
+
+# xend.domain.<name> -> DomainRegistry.domain_<name>
+DOMAIN_METHODS = (
+    # per-domain (first argument: dom)
+    "shutdown", "setMemoryTarget", "setVCpuCount", "setName", "send_sysrq", "getVCPUInfo",
+    "waitForDevices", "getRestartCount", "console",
+    # from the domain table
+    "create", "restore", "new", "start", "delete", "suspend", "resume", "pause", "unpause",
+    "destroy", "save", "migrate", "dump", "pincpu", "maxmem_set", "sched_credit_get",
+    "sched_credit_set", "reset", "setpauseflag", "getpauseflag",
+)
+
+
+def _unsupported(*_args) -> None:
+    raise errors.XendError("Unsupported")
+
+
+def build_method_table(node) -> Dict[str, Callable]:
+    reg = node.domains
+    table: Dict[str, Callable] = {
+        "xend.domain": reg.domain,
+        "xend.domains": reg.domains,
+        "xend.domains_with_state": reg.domains_with_state,
+        "xend.domain.configure": _unsupported,
+        "xend.node.info": node.info,
+        "xend.node.log": node.log_text,
+        "xend.node.dmesg.info": node.dmesg_info,
+        "xend.node.dmesg.clear": node.dmesg_clear,
+        "xend.node.progress": node.progress,
+    }
+    for name in DOMAIN_METHODS:
+        table["xend.domain." + name] = getattr(reg, "domain_" + name)
+    return table

@@ -1,0 +1,213 @@
+"""The legacy XML-RPC API that ``xm`` uses (reference section 5), over a unix socket and TCP.
+
+Pieces as in the standard library: a dispatcher built from one explicit method table, a
+request handler, and the unix/TCP servers (threaded, bounded). Errors become the original's
+fault codes here and only here.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import ssl
+import struct
+import threading
+from typing import Any, Callable, Dict, Optional
+from xmlrpc.client import Binary, Fault
+from xmlrpc.server import SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
+
+from xend import errors
+
+log = logging.getLogger("xend.XMLRPCServer")
+
+INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+MAX_BODY = 16 * 1024 * 1024     # a domain config is a few KiB; refuse absurd bodies
+MAX_CONNECTIONS = 64            # concurrent connections served at once
+CONNECTION_TIMEOUT = 300        # idle keep-alive / slow client (seconds)
+TLS_HANDSHAKE_TIMEOUT = 10
+
+
+def to_wire(value: Any) -> Any:
+    """Make a result marshallable as xend sent it: ints beyond 32 bits as strings, ``vcpu_avail``
+    pairs stripped from SXP at any depth, tuples as lists."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if INT32_MIN <= value <= INT32_MAX else str(value)
+    if isinstance(value, (list, tuple)):
+        return [to_wire(v) for v in value
+                if not (isinstance(v, (list, tuple)) and v[:1] in (["vcpu_avail"], ("vcpu_avail",)))]
+    if isinstance(value, dict):
+        return {str(k): to_wire(v) for k, v in value.items()}
+    if isinstance(value, (bytes, bytearray)):
+        return Binary(bytes(value))
+    return value
+
+
+def quirk_string(value: Any) -> Any:
+    """The original's top-level string quirk: repr() without the outer quotes (section 5.1)."""
+    if isinstance(value, str):
+        r = repr(value)
+        return r[1:-1]
+    return value
+
+
+class XendDispatcher(SimpleXMLRPCDispatcher):
+    """Dispatches exactly the names of the method table; nothing found by ``dir()``."""
+
+    def __init__(self, table: Dict[str, Callable]):
+        super().__init__(allow_none=True, encoding="utf-8", use_builtin_types=False)
+        for name, fn in table.items():
+            if name.startswith("_") or ".__" in name:
+                raise ValueError(f"refusing to export {name}")
+            self.register_function(fn, name)
+        self.register_introspection_functions()
+
+    def _dispatch(self, method: str, params: tuple) -> Any:
+        fn = self.funcs.get(method)
+        if fn is None:
+            raise Fault(errors.ERROR_INTERNAL, f'method "{method}" is not supported')
+        try:
+            result = fn(*params)
+        except errors.XendInvalidDomain as e:
+            raise Fault(errors.ERROR_INVALID_DOMAIN, str(e.dom))
+        except errors.XendError as e:
+            raise Fault(errors.ERROR_GENERIC, e.message)
+        except TypeError as e:
+            # wrong number/kind of arguments from the client: its fault, not ours
+            log.debug("Bad arguments for %s: %s", method, e)
+            raise Fault(errors.ERROR_INTERNAL, str(e))
+        except Exception as e:  # noqa: BLE001 - any other exception is an internal error
+            log.exception("Internal error handling %s", method)
+            raise Fault(errors.ERROR_INTERNAL, str(e))
+        return quirk_string(to_wire(result))
+
+
+class XendRequestHandler(SimpleXMLRPCRequestHandler):
+    protocol_version = "HTTP/1.1"   # keep-alive, as the original
+    rpc_paths = ()                  # the original accepted any path
+    timeout = CONNECTION_TIMEOUT
+
+    def do_POST(self) -> None:
+        length = self.headers.get("content-length")
+        try:
+            size = int(length) if length is not None else -1
+        except ValueError:
+            size = -1
+        if size < 0 or size > MAX_BODY:
+            self.send_response(411 if size < 0 else 413)
+            self.send_header("Content-length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            return
+        super().do_POST()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class UnixRequestHandler(XendRequestHandler):
+    disable_nagle_algorithm = False  # TCP_NODELAY on AF_UNIX raises EOPNOTSUPP
+
+    def address_string(self) -> str:
+        try:
+            creds = self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                               struct.calcsize("3i"))
+            pid, uid, gid = struct.unpack("3i", creds)
+            return f"unix:pid={pid},uid={uid}"
+        except OSError:
+            return "unix"
+
+
+class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
+    """A thread per connection, at most ``max_connections`` at once; more are closed."""
+
+    daemon_threads = True
+    block_on_close = False
+    max_connections = MAX_CONNECTIONS
+
+    def _slots(self) -> threading.BoundedSemaphore:
+        if not hasattr(self, "_slot_sem"):
+            self._slot_sem = threading.BoundedSemaphore(self.max_connections)
+        return self._slot_sem
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots().acquire(blocking=False):
+            log.warning("Too many connections; refusing one from %r", client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots().release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            self.prepare_request(request)
+            super().process_request_thread(request, client_address)
+        except (OSError, ssl.SSLError) as e:
+            log.debug("connection from %r dropped: %s", client_address, e)
+            self.shutdown_request(request)
+        finally:
+            self._slots().release()
+
+    def prepare_request(self, request) -> None:
+        """Hook run in the connection's own thread (the TLS handshake goes here)."""
+
+    def handle_error(self, request, client_address) -> None:
+        log.debug("error serving %r", client_address, exc_info=True)
+
+
+class UnixXMLRPCServer(BoundedThreadingMixIn, socketserver.UnixStreamServer):
+    def __init__(self, sock: socket.socket, dispatcher: XendDispatcher):
+        socketserver.BaseServer.__init__(self, "", UnixRequestHandler)
+        self.socket = sock
+        self.server_address = sock.getsockname()
+        self.dispatcher = dispatcher
+        self.logRequests = False
+
+    def _marshaled_dispatch(self, data, dispatch_method=None, path=None):
+        return self.dispatcher._marshaled_dispatch(data, dispatch_method, path)
+
+
+class TCPXMLRPCServer(BoundedThreadingMixIn, socketserver.TCPServer):
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple, dispatcher: XendDispatcher,
+                 ssl_context: Optional[ssl.SSLContext] = None):
+        self.dispatcher = dispatcher
+        self.ssl_context = ssl_context
+        self.logRequests = False
+        socketserver.TCPServer.__init__(self, address, XendRequestHandler, bind_and_activate=False)
+        self.socket.set_inheritable(False)
+        try:
+            self.server_bind()
+            self.server_activate()
+        except BaseException:
+            self.server_close()
+            raise
+
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        if self.ssl_context is not None:
+            sock = self.ssl_context.wrap_socket(sock, server_side=True,
+                                                do_handshake_on_connect=False)
+        return sock, addr
+
+    def prepare_request(self, request) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(TLS_HANDSHAKE_TIMEOUT)
+            request.do_handshake()
+            request.settimeout(None)
+
+    def _marshaled_dispatch(self, data, dispatch_method=None, path=None):
+        return self.dispatcher._marshaled_dispatch(data, dispatch_method, path)
+
+
+def server_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
