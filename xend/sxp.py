@@ -227,10 +227,9 @@ def prettyprint(value: Any, width: int = 80) -> str:
         if not isinstance(v, (list, tuple)) or len(v) == 0 or col + len(flat) <= width:
             lines.append(prefix + flat)
             return
-        head = v[0]
-        lines.append(prefix + "(" + (to_string(head) if not isinstance(head, (list, tuple)) else ""))
-        rest = v[1:] if not isinstance(head, (list, tuple)) else v
-        for child in rest:
+        # the head (even a list, as in (cpus ((0 1) ()))) stays right after the "("
+        lines.append(prefix + "(" + to_string(v[0]))
+        for child in v[1:]:
             emit(child, col + 4, " " * (col + 4))
         lines.append(" " * col + ")")
 

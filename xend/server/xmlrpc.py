@@ -23,7 +23,7 @@ log = logging.getLogger("xend.XMLRPCServer")
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 MAX_BODY = 16 * 1024 * 1024     # a domain config is a few KiB; refuse absurd bodies
 MAX_CONNECTIONS = 64            # concurrent connections served at once
-CONNECTION_TIMEOUT = 300        # idle keep-alive / slow client (seconds)
+CONNECTION_TIMEOUT = 30         # idle keep-alive / slow or silent client (seconds)
 TLS_HANDSHAKE_TIMEOUT = 10
 
 
@@ -174,6 +174,7 @@ class UnixXMLRPCServer(BoundedThreadingMixIn, socketserver.UnixStreamServer):
 
 class TCPXMLRPCServer(BoundedThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True
+    request_queue_size = 64
 
     def __init__(self, address: tuple, dispatcher: XendDispatcher,
                  ssl_context: Optional[ssl.SSLContext] = None):

@@ -1,0 +1,134 @@
+"""The installed `xm` command against a real xend (simulated hypervisor) in a temp dir."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.daemon_helpers import XendInstance
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def host(tmp_path):
+    inst = XendInstance(tmp_path / "host").start()
+    yield inst
+    inst.stop()
+    inst.kill()
+
+
+def write_cfg(tmp_path, name="guest1", memory=256, vcpus=2, extra=""):
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"\0" * 64)
+    cfg = tmp_path / f"{name}.cfg"
+    cfg.write_text(f'name = "{name}"\nkernel = "{kernel}"\nmemory = {memory}\nvcpus = {vcpus}\n'
+                   "disk = ['phy:/dev/vg0/g1,xvda,w']\nvif = ['']\nroot = '/dev/xvda ro'\n"
+                   + extra)
+    return cfg
+
+
+def ok(r):
+    assert r.returncode == 0, f"rc={r.returncode}\nstdout={r.stdout}\nstderr={r.stderr}"
+    return r.stdout
+
+
+def list_rows(out):
+    """{name: (id, mem, vcpus, state, time)} from `xm list` output."""
+    lines = out.splitlines()
+    assert lines[0].split() == ["Name", "ID", "Mem", "VCPUs", "State", "Time(s)"]
+    rows = {}
+    for line in lines[1:]:
+        name = line[:40].strip()
+        rows[name] = (line[41:46].strip(), line[47:52].strip(), line[53:58].strip(),
+                      line[59:69].strip(), line[69:].strip())
+    return rows
+
+
+def state(host, name):
+    return list_rows(ok(host.xm("list")))[name][3]
+
+
+def test_domain_lifecycle_through_xm(host, tmp_path):
+    cfg = write_cfg(tmp_path)
+    out = ok(host.xm("create", str(cfg)))
+    assert re.match(r"Started domain guest1 \(id=\d+\)", out.strip())
+    rows = list_rows(ok(host.xm("list")))
+    assert set(rows) == {"Domain-0", "guest1"}
+    assert rows["Domain-0"][0] == "0"
+    domid, mem, vcpus, st, _ = rows["guest1"]
+    assert mem == "256" and vcpus == "2" and st[2] == "-"  # not paused
+    assert ok(host.xm("domid", "guest1")).strip() == domid
+    assert ok(host.xm("domname", domid)).strip() == "guest1"
+
+    ok(host.xm("pause", "guest1"))
+    assert state(host, "guest1")[2] == "p"
+    ok(host.xm("unpause", "guest1"))
+    assert state(host, "guest1")[2] == "-"
+
+    ok(host.xm("mem-set", "guest1", "200"))
+    assert list_rows(ok(host.xm("list")))["guest1"][1] == "200"
+    ok(host.xm("vcpu-set", "guest1", "1"))
+    assert list_rows(ok(host.xm("list")))["guest1"][2] == "1"
+
+    image = tmp_path / "guest1.save"
+    ok(host.xm("save", "guest1", str(image)))
+    assert image.exists() and image.read_bytes()[:16] == b"LinuxGuestRecord"
+    assert "guest1" not in list_rows(ok(host.xm("list")))
+    ok(host.xm("restore", str(image)))
+    assert "guest1" in list_rows(ok(host.xm("list")))
+
+    ok(host.xm("shutdown", "-w", "guest1"))
+    assert "guest1" not in list_rows(ok(host.xm("list")))
+
+    ok(host.xm("create", str(cfg)))
+    ok(host.xm("destroy", "guest1"))
+    assert "guest1" not in list_rows(ok(host.xm("list")))
+
+
+def test_errors_as_the_original(host, tmp_path):
+    r = host.xm("pause", "nosuch")
+    assert r.returncode == 3
+    assert r.stderr.strip().splitlines()[0] == "Error: Domain 'nosuch' does not exist."
+    r = host.xm("destroy", "0")
+    assert r.returncode == 1 and r.stderr.startswith("Error: ")
+
+
+def test_managed_domain_new_start_delete(host, tmp_path):
+    cfg = write_cfg(tmp_path, name="managed1", memory=128, vcpus=1)
+    ok(host.xm("new", str(cfg)))
+    rows = list_rows(ok(host.xm("list")))
+    assert rows["managed1"][0] == "" and rows["managed1"][3] == ""
+    ok(host.xm("start", "managed1"))
+    assert list_rows(ok(host.xm("list")))["managed1"][0] != ""
+    ok(host.xm("destroy", "managed1"))
+    assert list_rows(ok(host.xm("list")))["managed1"][0] == ""
+    ok(host.xm("delete", "managed1"))
+    assert "managed1" not in list_rows(ok(host.xm("list")))
+
+
+def test_console_shows_guest_output(host, tmp_path):
+    ok(host.xm("create", str(write_cfg(tmp_path, name="talker"))))
+    time.sleep(1.0)
+    r = host.xm("console", "talker", input="", timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip(), "the guest printed nothing on its console"
+
+
+def test_log_and_info_and_dmesg(host):
+    assert "Xend Daemon started" in ok(host.xm("log"))
+    info = ok(host.xm("info"))
+    keys = [line.split(":")[0].strip() for line in info.splitlines() if ":" in line]
+    assert keys[:5] == ["host", "release", "version", "machine", "nr_cpus"]
+    assert "xend_config_format" in keys
+    assert ok(host.xm("dmesg")).strip()
+
+
+def test_list_long_is_pretty_sxp(host, tmp_path):
+    ok(host.xm("create", str(write_cfg(tmp_path, name="longone"))))
+    out = ok(host.xm("list", "-l", "longone"))
+    from xend import sxp
+    rec = sxp.parse_all(out)[0]
+    assert rec[0] == "domain" and sxp.child_value(rec, "name") == "longone"
+    assert out.splitlines()[1].startswith("    (")

@@ -1,0 +1,248 @@
+"""Building and tearing down Xen domains, ballooning, and adopting the domains a hypervisor
+already runs when xend starts (part of DomainRegistry)."""
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from typing import Optional
+
+from xend import sxp
+from xend.errors import HypervisorError, VmError, XendError
+from xend.hypervisor.base import DOM0_UUID, DomainInfo, DomainSpec
+
+from . import config as cfgmod
+from .balloon import BalloonPolicy, free_memory
+from .domain import Domain
+from .states import DOM0_ID, DOM0_NAME
+
+log = logging.getLogger("xend.XendDomain")
+
+
+class LifecycleMixin:
+    # -- building -------------------------------------------------------------------------------
+    def _build(self, dom: Domain, paused: bool = True, fresh: bool = True) -> int:
+        """Create the Xen domain of ``dom`` (which has none) from its config: make room
+        (ballooning dom0), create, apply vcpus/affinity/scheduler, publish the store entries.
+        Left paused unless ``paused`` is false. On failure nothing is left behind.
+        ``fresh``: a new instance (restart count 0), not a restart."""
+        cfg = dom.config
+        need_kib = (cfg.memory + (cfg.shadow_memory or 0)) * 1024
+        spec = DomainSpec(name=cfg.name, uuid=cfg.uuid, memory_kib=cfg.memory * 1024,
+                          maxmem_kib=cfg.maxmem * 1024, vcpus=cfg.vcpus, hvm=cfg.hvm,
+                          kernel=cfg.kernel, cmdline=cfg.args)
+        with self._balloon_lock:
+            self._balloon(need_kib)
+            try:
+                domid = self.hv.create_domain(spec)
+            except HypervisorError as e:
+                raise VmError("Creating domain failed: name=%s: %s" % (cfg.name, e.message)) \
+                    from None
+        try:
+            self._configure_new(dom, domid, fresh)
+            if not paused:
+                self.hv.unpause(domid)
+        except BaseException:
+            log.exception("Building domain %s (%d) failed; destroying it", cfg.name, domid)
+            self._discard_xen_domain(domid)
+            with dom.lock:
+                dom.domid = None
+                dom.start_time = None
+            raise
+        return domid
+
+    def _configure_new(self, dom: Domain, domid: int, fresh: bool) -> None:
+        cfg = dom.config
+        hv = self.hv
+        try:
+            if cfg.online_vcpus < cfg.vcpus:
+                hv.set_vcpus_online(domid, cfg.online_vcpus)
+            host_cpus = self._host_cpus()
+            for v in range(cfg.vcpus):
+                wanted = cfg.affinity(v)
+                usable = [c for c in wanted if not host_cpus or c < host_cpus]
+                if usable:
+                    hv.set_vcpu_affinity(domid, v, usable)
+                elif wanted:
+                    log.warning("Domain %s: VCPU %d affinity %s names no CPU of this host; "
+                                "ignored", cfg.name, v, wanted)
+            if (cfg.cpu_weight, cfg.cpu_cap) != (cfgmod.DEFAULT_WEIGHT, cfgmod.DEFAULT_CAP):
+                hv.sched_credit_set(domid, cfg.cpu_weight, cfg.cpu_cap)
+        except HypervisorError as e:
+            raise VmError("Creating domain failed: name=%s: %s" % (cfg.name, e.message)) \
+                from None
+        with dom.lock:
+            dom.domid = domid
+            dom.start_time = time.time()
+            dom.handled_domid = None
+            dom.shutdown_requested_at = None
+        if fresh:
+            dom.write_vm("xend/restart_count", "0")
+            dom.rm_vm("xend/restart_in_progress")
+        dom.publish(self.consoles.limit_bytes)
+
+    def _discard_xen_domain(self, domid: int) -> None:
+        try:
+            self.hv.destroy(domid)
+        except HypervisorError as e:
+            if e.errno != errno.ESRCH:
+                log.error("Could not destroy domain %d: %s", domid, e)
+        try:
+            self.hv.store_rm(f"/local/domain/{domid}")
+        except HypervisorError:
+            pass
+        self.consoles.drop(domid)
+
+    # -- tearing down ---------------------------------------------------------------------------
+    def _teardown(self, dom: Domain, keep_vm: bool = False) -> None:
+        """Destroy the Xen domain of ``dom`` (if any) and forget its runtime state; the
+        ``/vm/<uuid>`` entries go too unless ``keep_vm`` (a restart keeps them)."""
+        domid = dom.domid
+        if domid is None:
+            return
+        self._discard_xen_domain(domid)
+        with dom.lock:
+            if dom.domid == domid:
+                dom.domid = None
+                dom.start_time = None
+                dom.shutdown_requested_at = None
+                dom.handled_domid = None
+        if not keep_vm and not any(d is not dom and d.uuid == dom.uuid and d.domid is not None
+                                   for d in self._all()):
+            dom.rm_vm()
+
+    def _destroy(self, dom: Domain) -> None:
+        """The ``destroy`` action: no Xen domain afterwards; an unmanaged domain is forgotten,
+        a managed one stays, halted."""
+        self._teardown(dom)
+        if dom.managed:
+            with dom.lock:
+                if dom.pending_config is not None:
+                    dom.config, dom.pending_config = dom.pending_config, None
+        else:
+            self._remove(dom)
+
+    # -- memory ---------------------------------------------------------------------------------
+    def _balloon(self, need_kib: int) -> None:
+        s = self.settings
+        policy = BalloonPolicy(enabled=s.enable_ballooning, dom0_min_kib=s.dom0_min_mem * 1024,
+                               sleep=self.balloon_sleep)
+        free_memory(self.hv, need_kib, policy, self._set_dom0_target_kib)
+
+    def _set_dom0_target_kib(self, kib: int) -> None:
+        try:
+            self.hv.set_memory_target(DOM0_ID, kib)
+        except HypervisorError as e:
+            raise VmError(f"Cannot set the memory target of Domain-0: {e.message}") from None
+        try:
+            dom0 = self._dom0()
+        except XendError:
+            return
+        mib = kib // 1024
+        with dom0.lock:
+            dom0.config = dom0.config.replace(memory=mib, maxmem=max(mib, dom0.config.maxmem))
+        dom0.write_dom("memory/target", str(kib))
+        dom0.write_vm("memory", str(mib))
+
+    # -- rediscovery ----------------------------------------------------------------------------
+    def _discover(self) -> None:
+        infos = self.hv.list_domains()
+        if not any(i.domid == DOM0_ID for i in infos):
+            raise XendError("Unable to find Domain 0")
+        for info in infos:
+            if info.domid == DOM0_ID:
+                self._add(self._adopt_dom0(info))
+                continue
+            if info.dying:
+                log.warning("Ignoring dying domain %d from now on", info.domid)
+                continue
+            try:
+                self._add(self._adopt(info))
+            except Exception:  # noqa: BLE001 - one odd domain must not stop xend
+                log.exception("Failed to create reference to running domain id: %d",
+                              info.domid)
+
+    def _adopt_dom0(self, info: DomainInfo) -> Domain:
+        mem = max(1, info.mem_kib // 1024)
+        maxmem = max(mem, info.maxmem_kib // 1024)
+        try:
+            weight, cap = self.hv.sched_credit_get(DOM0_ID)
+        except HypervisorError:
+            weight, cap = cfgmod.DEFAULT_WEIGHT, cfgmod.DEFAULT_CAP
+        cfg = cfgmod.DomainConfig(name=DOM0_NAME, uuid=DOM0_UUID, memory=mem, maxmem=maxmem,
+                                  vcpus=info.max_vcpu_id + 1, cpu_weight=weight, cpu_cap=cap)
+        dom0 = Domain(self.hv, cfg, domid=DOM0_ID)
+        dom0.start_time = self._boot_time()
+        dom0.write_dom("name", DOM0_NAME)
+        dom0.write_dom("vm", dom0.vm_path())
+        dom0.write_vm("uuid", DOM0_UUID)
+        dom0.write_vm("name", DOM0_NAME)
+        return dom0
+
+    def _boot_time(self) -> float:
+        try:
+            with open("/proc/uptime") as f:
+                return time.time() - float(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return time.time()
+
+    def _adopt(self, info: DomainInfo) -> Domain:
+        """A domain the hypervisor runs: its config from the store (as xend wrote it),
+        else a minimal one from what the hypervisor reports."""
+        base = f"/local/domain/{info.domid}"
+        vm = self._store_read(base + "/vm") or f"/vm/{info.uuid}"
+        cfg = self._stored_config(vm, info)
+        dom = Domain(self.hv, cfg, domid=info.domid)
+        start = self._store_read(vm + "/start_time")
+        try:
+            dom.start_time = float(start) if start else time.time()
+        except ValueError:
+            dom.start_time = time.time()
+        if self._store_read(base + "/xend/shutdown_completed"):
+            dom.handled_domid = info.domid          # preserved dead: leave it alone
+        log.info("Adopted running domain %s (%d).", cfg.name, info.domid)
+        return dom
+
+    def _stored_config(self, vm: str, info: DomainInfo) -> cfgmod.DomainConfig:
+        text = self._store_read(vm + "/xend/config")
+        if text:
+            try:
+                cfg = cfgmod.parse_config(sxp.from_string(text), None)
+                if cfg.uuid == info.uuid:
+                    return cfg
+                log.warning("Domain %d: stored config is for uuid %s, not %s; ignored",
+                            info.domid, cfg.uuid, info.uuid)
+            except Exception as e:  # noqa: BLE001
+                log.warning("Domain %d: stored config unusable (%s); using what the "
+                            "hypervisor reports", info.domid, e)
+        name = self._store_read(f"/local/domain/{info.domid}/name") or f"Domain-{info.domid}"
+        try:
+            cfgmod.check_name(name)
+        except XendError:
+            name = f"Domain-{info.domid}"
+        mem = max(1, info.mem_kib // 1024)
+        return cfgmod.DomainConfig(name=name, uuid=info.uuid, memory=mem,
+                                   maxmem=max(mem, info.maxmem_kib // 1024),
+                                   vcpus=info.max_vcpu_id + 1)
+
+    def _store_read(self, path: str) -> Optional[str]:
+        try:
+            return self.hv.store_read(path)
+        except HypervisorError:
+            return None
+
+    def _apply_dom0_cpus(self) -> None:
+        """dom0-cpus > 0: dom0's online VCPUs set to that many at start (reference §8.9)."""
+        count = self.settings.dom0_cpus
+        if count <= 0:
+            return
+        dom0 = self._dom0()
+        count = min(count, dom0.config.vcpus)
+        try:
+            self.hv.set_vcpus_online(DOM0_ID, count)
+        except HypervisorError as e:
+            log.error("Cannot set Domain-0's VCPUs to %d: %s", count, e)
+            return
+        for v in range(dom0.config.vcpus):
+            dom0.write_dom(f"cpu/{v}/availability", "online" if v < count else "offline")
+        log.info("Domain-0 VCPUs set to %d (dom0-cpus).", count)

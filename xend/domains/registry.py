@@ -1,0 +1,348 @@
+"""All domains of this host: lookup, listing, create/destroy, and the calls ``xm`` makes.
+
+``DomainRegistry(opts, hypervisor)`` is what the Node builds. Its ``domain``, ``domains``,
+``domains_with_state`` and ``domain_<name>`` methods are exported over XML-RPC by
+``xend.server.methods`` (reference §5.3), with the original's argument orders and defaults.
+
+The public surface is split by subject over a few modules (mixins of this class):
+
+* ``lifecycle``    building and tearing down Xen domains, ballooning, rediscovery;
+* ``events``       the event thread and the on_poweroff/on_reboot/on_crash actions;
+* ``operations``   the per-domain calls (pause, shutdown, mem-set, vcpus, dump, console ...);
+* ``saverestore``  save/restore/suspend/resume and the stream functions for relocation;
+* ``managed``      new/start/delete, the managed-domain store, autostart and on_xend_stop.
+
+For the relocation code: ``save_to_stream(dom, fileobj, live, keep_running, node=,
+migrating=, step=)``, ``restore_from_stream(fileobj, relocating, paused)`` (returns the
+Domain), ``unpause_restored(dom)``, ``discard_restored(dom)``, ``register_managed(dom)``, and
+the ``migrator`` attribute that ``domain_migrate`` calls after its checks.
+
+Locking: ``_lock`` guards only the table (a dict) and name reservations and is never held
+across a hypervisor call; long work holds the domain's own ``op_lock``. A listing takes
+``_lock`` for a snapshot and asks the hypervisor once, so it never waits behind a save,
+a restore or a migration (the original's "xm list hangs").
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
+
+from xend.console import ConsoleHub
+from xend.errors import HypervisorError, VmError, XendError, XendInvalidDomain
+from xend.hypervisor.base import Hypervisor
+
+from . import config as cfgmod
+from .domain import Domain
+from .events import EventsMixin
+from .lifecycle import LifecycleMixin
+from .managed import ManagedMixin
+from .operations import OperationsMixin
+from .progress import ProgressTracker
+from .saverestore import SaveRestoreMixin
+from .settings import Settings
+from .states import RUNNING, power_state, state_filter
+from .store import ManagedStore
+
+log = logging.getLogger("xend.XendDomain")
+
+MINIMUM_RESTART_TIME = 60.0     # seconds a domain must have run before it may be restarted
+SHUTDOWN_TIMEOUT = 300.0        # seconds a guest has to react to a shutdown request
+EVENT_INTERVAL = 0.5            # the event thread looks at the domains at least this often
+
+
+class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMixin,
+                     ManagedMixin):
+    """The domains of one host. Timing constants are attributes (and keyword arguments) so
+    that tests can shorten them."""
+
+    def __init__(self, opts: Mapping[str, Any], hypervisor: Hypervisor, *,
+                 minimum_restart_time: float = MINIMUM_RESTART_TIME,
+                 shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+                 event_interval: float = EVENT_INTERVAL,
+                 balloon_sleep=time.sleep, migrator=None):
+        self.opts = opts
+        self.hv = hypervisor
+        self.settings = Settings.from_opts(opts)
+        self.store = ManagedStore(self.settings.domains_path)
+        self.consoles = ConsoleHub(self.settings.console_limit)
+        self.tracker = ProgressTracker()
+        #: relocation sender: called as migrator(domain, dst, live, port, node, ssl, chs)
+        #: (domain: the Domain object) after the checks of ``domain_migrate``; it streams
+        #: with ``save_to_stream``. None = migration not available.
+        self.migrator = migrator
+        self.minimum_restart_time = minimum_restart_time
+        self.shutdown_timeout = shutdown_timeout
+        self.event_interval = event_interval
+        self.balloon_sleep = balloon_sleep
+        self._lock = threading.Lock()
+        self._domains: Dict[int, Domain] = {}
+        self._reserved: Dict[str, str] = {}         # name -> uuid of creations in progress
+        self._reserved_uuids: Set[str] = set()
+        self._balloon_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._event_thread: Optional[threading.Thread] = None
+        self._threads: Set[threading.Thread] = set()
+        self._started = False
+
+    # -- node lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Adopt the hypervisor's domains, apply dom0-cpus, load the managed domains, start
+        the event thread (reference §3.7)."""
+        self.store.ensure()
+        self._discover()
+        self._apply_dom0_cpus()
+        self._load_managed()
+        self._stop.clear()
+        self._event_thread = threading.Thread(target=self._event_loop, name="xend-domain-events",
+                                              daemon=True)
+        self._event_thread.start()
+        self._started = True
+
+    def stop(self) -> None:
+        """Stop the event thread, then apply ``on_xend_stop`` (xend stop, not reload)."""
+        self.stop_events()
+        if self._started:
+            self._xend_stop_actions()
+        self._join_actions()
+        self._started = False
+
+    def stop_events(self) -> None:
+        self._stop.set()
+        thread = self._event_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        self._event_thread = None
+
+    def reconfigure(self, opts: Mapping[str, Any]) -> None:
+        """New options on reload: nothing is stopped and no on_xend_stop action runs."""
+        try:
+            settings = Settings.from_opts(opts)
+        except (ValueError, TypeError) as e:
+            log.error("Keeping the previous domain settings: %s", e)
+            return
+        if settings.domains_path != self.settings.domains_path:
+            log.warning("xend-domains-path changed to %s; it takes effect at the next start",
+                        settings.domains_path)
+            settings = dataclasses.replace(settings, domains_path=self.settings.domains_path)
+        self.opts = opts
+        self.settings = settings
+        self.consoles.set_limit_kib(settings.console_limit)
+
+    def progress(self) -> List[Dict[str, str]]:
+        return self.tracker.list()
+
+    # -- the table -------------------------------------------------------------------------------
+    def _all(self) -> List[Domain]:
+        with self._lock:
+            return list(self._domains.values())
+
+    def _add(self, dom: Domain) -> None:
+        with self._lock:
+            self._domains[dom.serial] = dom
+
+    def _remove(self, dom: Domain) -> None:
+        with self._lock:
+            self._domains.pop(dom.serial, None)
+
+    def _replace(self, old: Optional[Domain], new: Domain) -> None:
+        with self._lock:
+            if old is not None:
+                self._domains.pop(old.serial, None)
+            self._domains[new.serial] = new
+
+    def _dom0(self) -> Domain:
+        for d in self._all():
+            if d.domid == 0:
+                return d
+        raise XendError("Unable to find Domain 0")
+
+    def _lookup(self, dom: Any) -> Optional[Domain]:
+        """By name among running domains, name among managed ones, domid among running ones,
+        uuid among running ones, uuid among managed ones (reference §8.1)."""
+        doms = self._all()
+        key = str(dom).strip() if not isinstance(dom, int) else str(dom)
+        running = [d for d in doms if d.domid is not None]
+        managed = [d for d in doms if d.managed]
+        for d in running:
+            if d.name == key:
+                return d
+        for d in managed:
+            if d.name == key:
+                return d
+        try:
+            domid = int(key)
+        except ValueError:
+            domid = None
+        if domid is not None:
+            for d in running:
+                if d.domid == domid:
+                    return d
+        try:
+            uuid = cfgmod.normalise_uuid(key)
+        except XendError:
+            return None
+        for group in (running, managed):
+            for d in group:
+                if d.uuid == uuid:
+                    return d
+        return None
+
+    def _get(self, dom: Any) -> Domain:
+        if isinstance(dom, Domain):         # in-process callers may pass the object itself
+            with self._lock:
+                if self._domains.get(dom.serial) is dom:
+                    return dom
+            raise XendInvalidDomain(dom.name)
+        found = self._lookup(dom)
+        if found is None:
+            raise XendInvalidDomain(str(dom))
+        return found
+
+    def _checkpointed(self, dom: Domain) -> bool:
+        return dom.managed and self.store.has_checkpoint(dom.uuid)
+
+    def _state(self, dom: Domain) -> int:
+        return power_state(dom.info(), self._checkpointed(dom))
+
+    # -- uniqueness -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _reserve(self, cfg: cfgmod.DomainConfig, *, check_uuid: bool = True,
+                 check_name: bool = True, exclude: Optional[Domain] = None) -> Iterator[None]:
+        """Hold ``cfg``'s name (and uuid) while a domain is being made, so two creations of
+        one name cannot both succeed; raises the original's messages on a clash."""
+        with self._lock:
+            if check_name:
+                self._check_name_free(cfg.name, cfg.uuid, exclude)
+            if check_uuid:
+                for d in self._domains.values():
+                    if d is not exclude and d.domid is not None and d.uuid == cfg.uuid:
+                        raise VmError("Domain '%s' already exists with ID '%d'"
+                                      % (d.name, d.domid))
+                if cfg.uuid in self._reserved_uuids:
+                    raise VmError("Domain '%s' already exists" % cfg.name)
+            self._reserved[cfg.name] = cfg.uuid
+            self._reserved_uuids.add(cfg.uuid)
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._reserved.get(cfg.name) == cfg.uuid:
+                    del self._reserved[cfg.name]
+                self._reserved_uuids.discard(cfg.uuid)
+
+    def _check_name_free(self, name: str, uuid: str, exclude: Optional[Domain] = None) -> None:
+        """Caller holds ``_lock``. A name may be reused only by the same uuid."""
+        for d in self._domains.values():
+            if d is exclude or d.name != name or d.uuid == uuid:
+                continue
+            where = " as domain %s" % d.domid if d.domid is not None else ""
+            raise VmError("VM name '%s' already exists%s" % (name, where))
+        other = self._reserved.get(name)
+        if other is not None and other != uuid:
+            raise VmError("VM name '%s' already exists" % name)
+
+    # -- listing (never waits behind a long operation) -------------------------------------------
+    def _snapshot(self) -> List[Tuple[Domain, Any, int]]:
+        infos = {i.domid: i for i in self.hv.list_domains()}
+        out = []
+        for d in self._all():
+            info = infos.get(d.domid) if d.domid is not None else None
+            out.append((d, info, power_state(info, self._checkpointed(d))))
+        out.sort(key=lambda t: t[0].name)
+        return out
+
+    def domain(self, dom: Any, full: Any = 0) -> list:
+        return self._record(self._get(dom), bool(full))
+
+    def _record(self, d: Domain, full: bool) -> list:
+        return d.record(d.info(), self._checkpointed(d), full)
+
+    def domains(self, detail: Any = True, full: Any = False) -> list:
+        """Running (not paused) domains: their records, or their names."""
+        return self._listing(lambda s: s == RUNNING, detail, full)
+
+    def domains_with_state(self, detail: Any = True, state: Any = "all",
+                           full: Any = False) -> list:
+        return self._listing(state_filter(state), detail, full)
+
+    def _listing(self, wanted, detail: Any, full: Any) -> list:
+        chosen = [(d, info, s) for d, info, s in self._snapshot() if wanted(s)]
+        if not detail:
+            return [d.name for d, _, _ in chosen]
+        out = []
+        for d, info, _ in chosen:
+            try:
+                out.append(d.record(info, self._checkpointed(d), bool(full)))
+            except Exception:  # noqa: BLE001 - one broken domain must not hide the others
+                log.warning("Failed to query SXPR for domain %s", d.name, exc_info=True)
+        return out
+
+    # -- create and destroy -----------------------------------------------------------------------
+    def domain_create(self, config: Any) -> list:
+        """Create and build a domain from a ``(vm ...)`` config; it is left paused."""
+        cfg = self._parse(config)
+        with self._reserve(cfg):
+            old = self._managed_inactive(cfg.uuid)
+            dom = Domain(self.hv, cfg, managed=old is not None)
+            with dom.op_lock:
+                self._build(dom, paused=True, fresh=True)
+            self._replace(old, dom)
+        log.info("Domain %s (%d) created.", dom.name, dom.domid)
+        return self._record(dom, full=True)
+
+    def domain_destroy(self, dom: Any) -> None:
+        d = self._get(dom)
+        if d.is_dom0:
+            raise XendError("Cannot destroy privileged domain %s" % dom)
+        if d.domid is None:
+            return
+        log.info("Destroying domain %s (%s).", d.name, d.domid)
+        self._destroy(d)
+
+    def _parse(self, config: Any) -> cfgmod.DomainConfig:
+        return cfgmod.parse_config(config, self._host_cpus())
+
+    def _host_cpus(self) -> int:
+        try:
+            return self.hv.physinfo().nr_cpus
+        except HypervisorError:
+            return 0
+
+    def _managed_inactive(self, uuid: str) -> Optional[Domain]:
+        for d in self._all():
+            if d.managed and d.uuid == uuid and d.domid is None:
+                return d
+        return None
+
+    # -- threads for actions ----------------------------------------------------------------------
+    def _spawn(self, name: str, fn, *args) -> threading.Thread:
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - a failed action is logged, never fatal
+                log.exception("%s failed", name)
+            finally:
+                with self._lock:
+                    self._threads.discard(threading.current_thread())
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+        return thread
+
+    def _join_actions(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                threads = [t for t in self._threads if t is not threading.current_thread()]
+            if not threads:
+                return
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:
+                return

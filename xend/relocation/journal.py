@@ -1,0 +1,90 @@
+"""A record of migrations in progress, so that a xend killed in the middle of one can put
+things right when it starts again.
+
+One small JSON file per migration in ``<xend-state-path>/relocation/``, written atomically
+and synced before the step it protects:
+
+* ``outgoing-<uuid>``: we are sending that domain. Phase ``streaming`` until the receiver
+  confirmed, then ``confirmed`` until our copy is destroyed. At start: ``streaming`` -> our copy
+  is resumed under its own name; ``confirmed`` -> the destination has it, our copy is
+  destroyed.
+* ``incoming-<uuid>``: we are receiving it; written once its configuration has been read,
+  before the domain is built, removed once the sender has our ``(ok)`` or the domain is gone.
+  At start: a domain of that uuid that is still paused was never finished -> destroyed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from typing import Any, Dict, List, Optional
+
+log = logging.getLogger("xend.relocate")
+
+_NAME = re.compile(r"^(incoming|outgoing)-([0-9a-fA-F-]{1,64})$")
+
+
+class Journal:
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def _path(self, kind: str, uuid: str) -> str:
+        return os.path.join(self.directory, f"{kind}-{uuid}")
+
+    def write(self, kind: str, uuid: str, **fields: Any) -> None:
+        if not _NAME.match(f"{kind}-{uuid}"):
+            raise ValueError(f"bad journal entry {kind}-{uuid}")
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        path = self._path(kind, uuid)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        doc = dict(fields, kind=kind, uuid=uuid, time=time.time())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(doc).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _sync_dir(self.directory)
+
+    def remove(self, kind: str, uuid: str) -> None:
+        try:
+            os.unlink(self._path(kind, uuid))
+        except FileNotFoundError:
+            return
+        _sync_dir(self.directory)
+
+    def entries(self, kind: Optional[str] = None) -> List[Dict[str, Any]]:
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            m = _NAME.match(name)
+            if not m or (kind is not None and m.group(1) != kind):
+                continue
+            try:
+                with open(os.path.join(self.directory, name), "rb") as f:
+                    doc = json.loads(f.read())
+            except (OSError, ValueError) as e:
+                log.warning("Unreadable migration journal entry %s: %s", name, e)
+                doc = {}
+            doc.update(kind=m.group(1), uuid=m.group(2))
+            out.append(doc)
+        return out
+
+
+def _sync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

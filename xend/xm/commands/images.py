@@ -1,0 +1,55 @@
+"""Commands that move a domain's memory image: save, restore, migrate."""
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import List
+
+from xend.xm.commands import CommandError, Context, parse
+from xend.xm.progress import with_progress
+
+
+def save(ctx: Context, args: List[str]) -> int:
+    p = ctx.parser("save")
+    p.add_argument("-c", "--checkpoint", action="store_true")
+    p.add_argument("domain", metavar="Domain")
+    p.add_argument("file", metavar="CheckpointFile")
+    o = parse(p, args)
+    path = os.path.abspath(o.file)
+    if not os.access(os.path.dirname(path), os.W_OK):
+        raise CommandError(f"xm save: Unable to create file {path}")
+    with_progress(ctx, "save", o.domain,
+                  lambda: ctx.server.xend.domain.save(o.domain, path, o.checkpoint))
+    return 0
+
+
+def restore(ctx: Context, args: List[str]) -> int:
+    p = ctx.parser("restore")
+    p.add_argument("-p", "--paused", action="store_true")
+    p.add_argument("file", metavar="CheckpointFile")
+    o = parse(p, args)
+    path = os.path.abspath(o.file)
+    if not os.access(path, os.R_OK):
+        raise CommandError(f"xm restore: Unable to read file {path}")
+    with_progress(ctx, "restore", None,
+                  lambda: ctx.server.xend.domain.restore(path, o.paused))
+    return 0
+
+
+def migrate(ctx: Context, args: List[str]) -> int:
+    p = ctx.parser("migrate")
+    p.add_argument("-l", "--live", action="store_true")
+    p.add_argument("-p", "--port", type=int, default=0)
+    p.add_argument("-n", "--node", type=int, default=-1)
+    p.add_argument("-s", "--ssl", action="store_true")
+    p.add_argument("-c", "--change_home_server", action="store_true")
+    p.add_argument("domain", metavar="Domain")
+    p.add_argument("host", metavar="Host")
+    o = parse(p, args)
+    ssl = True if o.ssl else None  # None: the daemon's xend-relocation-ssl decides
+    with_progress(ctx, "migrate", o.domain,
+                  lambda: ctx.server.xend.domain.migrate(o.domain, o.host, o.live, o.port,
+                                                         o.node, ssl, o.change_home_server))
+    return 0

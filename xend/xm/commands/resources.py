@@ -1,0 +1,123 @@
+"""Commands that change a domain's resources: mem-set, mem-max, vcpu-set, vcpu-pin, sched-credit."""
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import List
+
+from xend.xm import formats
+from xend.xm.commands import CommandError, Context, UsageError, parse
+
+_UNITS = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+MIB = 1024 ** 2
+
+
+def mem_mib(text: str) -> int:
+    """``512``, ``512m``, ``1g``, ``524288k`` -> MiB (integer; ``ValueError`` if malformed)."""
+    text = text.strip()
+    if text[-1:].isalpha():
+        base = _UNITS.get(text[-1].lower())
+        if base is None:
+            raise ValueError(f"unknown unit in {text!r}")
+        return int(text[:-1]) * base // MIB
+    return int(text)
+
+
+def cpu_list(spec: str) -> str:
+    """``0-3,^1,6`` -> ``0,2,3,6`` (ranges added, ``^n`` removes n, left to right)."""
+    cpus: List[int] = []
+    for part in spec.split(","):
+        if not part:
+            continue
+        if part.startswith("^"):
+            drop = int(part[1:])
+            cpus = [c for c in cpus if c != drop]
+        elif "-" in part:
+            first, last = part.split("-", 1)
+            cpus.extend(range(int(first), int(last) + 1))
+        else:
+            cpus.append(int(part))
+    return ",".join(str(c) for c in sorted(set(cpus)))
+
+
+def _dom_value(ctx: Context, command: str, args: List[str], metavar: str):
+    p = ctx.parser(command)
+    p.add_argument("domain", metavar="Domain")
+    p.add_argument("value", metavar=metavar)
+    o = parse(p, args)
+    return o.domain, o.value
+
+
+def mem_set(ctx: Context, args: List[str]) -> int:
+    dom, mem = _dom_value(ctx, "mem-set", args, "Mem")
+    ctx.server.xend.domain.setMemoryTarget(dom, mem_mib(mem))
+    return 0
+
+
+def mem_max(ctx: Context, args: List[str]) -> int:
+    dom, mem = _dom_value(ctx, "mem-max", args, "Mem")
+    ctx.server.xend.domain.maxmem_set(dom, mem_mib(mem))
+    return 0
+
+
+def vcpu_set(ctx: Context, args: List[str]) -> int:
+    dom, count = _dom_value(ctx, "vcpu-set", args, "vCPUs")
+    ctx.server.xend.domain.setVCpuCount(dom, int(count))
+    return 0
+
+
+def vcpu_pin(ctx: Context, args: List[str]) -> int:
+    p = ctx.parser("vcpu-pin")
+    p.add_argument("domain", metavar="Domain")
+    p.add_argument("vcpu", metavar="VCPU|all")
+    p.add_argument("cpus", metavar="CPUs|all")
+    o = parse(p, args)
+    vcpu = o.vcpu if o.vcpu == "all" else int(o.vcpu)
+    cpumap = cpu_list("0-63" if o.cpus == "all" else o.cpus)
+    ctx.server.xend.domain.pincpu(o.domain, vcpu, cpumap)
+    return 0
+
+
+def sched_credit(ctx: Context, args: List[str]) -> int:
+    p = ctx.parser("sched-credit")
+    p.add_argument("-d", "--domain", default=None)
+    p.add_argument("-w", "--weight", type=int, default=None)
+    p.add_argument("-c", "--cap", type=int, default=None)
+    o = parse(p, args)
+
+    scheduler = "unknown"
+    for pair in ctx.server.xend.node.info()[1:]:
+        if len(pair) > 1 and pair[0] == "xen_scheduler":
+            scheduler = pair[1]
+            break
+    if scheduler != "credit":
+        raise CommandError(f"Xen is running with the {scheduler} scheduler")
+
+    if o.weight is not None or o.cap is not None:
+        if o.domain is None:
+            raise UsageError("No domain given.")
+        result = ctx.server.xend.domain.sched_credit_set(o.domain, o.weight, o.cap)
+        if result not in (0, None):
+            raise CommandError(str(result))
+        return 0
+
+    summaries = [formats.domain_summary(d)
+                 for d in ctx.server.xend.domains_with_state(True, "all", False)]
+    if o.domain is not None:
+        summaries = [d for d in summaries if o.domain in (d["name"], d["domid"])]
+        if not summaries:
+            raise UsageError(f"Domain '{o.domain}' does not exist.")
+    import xmlrpc.client
+
+    rows = []
+    for d in summaries:
+        try:
+            params = ctx.server.xend.domain.sched_credit_get(d["name"])
+        except xmlrpc.client.Fault:
+            params = {}
+        if not isinstance(params, dict) or "weight" not in params or "cap" not in params:
+            params = {"weight": -1, "cap": -1}  # a domain the credit scheduler does not know
+        rows.append({"name": d["name"], "domid": d["domid"],
+                     "weight": params["weight"], "cap": params["cap"]})
+    ctx.write(formats.sched_credit(rows))
+    return 0

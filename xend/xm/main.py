@@ -1,0 +1,313 @@
+"""``xm``: the command table, help texts, and the one place errors become messages.
+
+``xm [-c XEND_CONFIG] <subcommand> [args]``. Each subcommand is a function in a module of
+``xend.xm.commands``, imported only when that subcommand runs, so ``xm`` starts about as fast as
+``import xmlrpc.client`` (nothing else is imported before the command needs it).
+
+Exit status: 0 success; 1 usage errors, connection failures and faults; 3 unknown domain.
+"""
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import Iterable, List, Optional, Tuple
+
+# name: (module, function, arguments, description, ((short, long, help), ...))
+COMMANDS = {
+    "console": ("console", "console", "[-q|--quiet] <Domain>",
+                "Attach to <Domain>'s console.",
+                (("-q", "--quiet", "Do not print an error message if the domain does not exist"),)),
+    "create": ("lifecycle", "create", "<ConfigFile> [options] [vars]",
+               "Create a domain based on <ConfigFile>.",
+               (("-c", "--console_autoconnect", "Connect to the console after the domain is created"),
+                ("-p", "--paused", "Leave the domain paused after it is created"),
+                ("-n", "--dryrun", "Print the resulting configuration in SXP; create nothing"),
+                ("-q", "--quiet", "Quiet"),
+                ("", "--path=PATH", "Search path for configuration scripts (default .:/etc/xen)"),
+                ("-f", "--defconfig=FILE", "Use the given Python configuration script"),
+                ("-F", "--config=FILE", "Use the given domain configuration (SXP)"))),
+    "new": ("lifecycle", "new", "<ConfigFile> [options] [vars]",
+            "Adds a domain to Xend domain management.",
+            (("-n", "--dryrun", "Print the resulting configuration in SXP; add nothing"),
+             ("", "--path=PATH", "Search path for configuration scripts (default .:/etc/xen)"),
+             ("-F", "--config=FILE", "Use the given domain configuration (SXP)"))),
+    "delete": ("lifecycle", "delete", "<DomainName>",
+               "Remove a domain from Xend domain management.", ()),
+    "destroy": ("lifecycle", "destroy", "<Domain>", "Terminate a domain immediately.", ()),
+    "domid": ("listing", "domid", "<DomainName>", "Convert a domain name to domain id.", ()),
+    "domname": ("listing", "domname", "<DomId>", "Convert a domain id to domain name.", ()),
+    "dump-core": ("lifecycle", "dump_core",
+                  "[-L|--live] [-C|--crash] [-R|--reset] <Domain> [Filename]",
+                  "Dump core for a specific domain.",
+                  (("-L", "--live", "Dump core without pausing the domain"),
+                   ("-C", "--crash", "Crash domain after dumping core"),
+                   ("-R", "--reset", "Reset domain after dumping core"))),
+    "help": (None, None, "[subcommand]", "Display this message.", ()),
+    "list": ("listing", "list_", "[options] [Domain, ...]",
+             "List information about all/some domains.",
+             (("-l", "--long", "Output all VM details in SXP"),
+              ("", "--state=<state>", "Select only VMs with the specified state"),
+              ("", "--pool=<pool>", "Select only VMs in specified cpu pool"))),
+    "mem-max": ("resources", "mem_max", "<Domain> <Mem>",
+                "Set the maximum amount reservation for a domain.", ()),
+    "mem-set": ("resources", "mem_set", "<Domain> <Mem>",
+                "Set the current memory usage for a domain.", ()),
+    "migrate": ("images", "migrate", "<Domain> <Host>",
+                "Migrate a domain to another machine.",
+                (("-l", "--live", "Use live migration"),
+                 ("-p=portnum", "--port=portnum", "Use specified port for migration"),
+                 ("-n=nodenum", "--node=nodenum", "Use specified NUMA node on target"),
+                 ("-s", "--ssl", "Use ssl connection for migration"),
+                 ("-c", "--change_home_server", "Change home server for managed domains"))),
+    "pause": ("lifecycle", "pause", "<Domain>", "Pause execution of a domain.", ()),
+    "reboot": ("lifecycle", "reboot", "<Domain> [-wa]", "Reboot a domain.",
+               (("-a", "--all", "Reboot all domains"),
+                ("-w", "--wait", "Wait for reboot to complete before returning"))),
+    "rename": ("lifecycle", "rename", "<Domain> <NewDomainName>", "Rename a domain.", ()),
+    "restore": ("images", "restore", "<CheckpointFile> [-p]",
+                "Restore a domain from a saved state.",
+                (("-p", "--paused", "Do not unpause domain after restoring it"),)),
+    "resume": ("lifecycle", "resume", "<DomainName> [-p]", "Resume a Xend managed domain.",
+               (("-p", "--paused", "Do not unpause domain after resuming it"),)),
+    "save": ("images", "save", "[-c] <Domain> <CheckpointFile>",
+             "Save a domain state to restore later.",
+             (("-c", "--checkpoint", "Leave domain running after creating snapshot"),)),
+    "sched-credit": ("resources", "sched_credit", "[-d <Domain> [-w[=WEIGHT]|-c[=CAP]]]",
+                     "Get/set credit scheduler parameters.",
+                     (("-d DOMAIN", "--domain=DOMAIN", "Domain to modify"),
+                      ("-w WEIGHT", "--weight=WEIGHT", "Weight (int)"),
+                      ("-c CAP", "--cap=CAP", "Cap (int)"))),
+    "shutdown": ("lifecycle", "shutdown", "<Domain> [-waRH]", "Shutdown a domain.",
+                 (("-a", "--all", "Shutdown all guest domains"),
+                  ("-w", "--wait", "Wait for shutdown to complete before returning"),
+                  ("-H", "--halt", "Shutdown without reboot"),
+                  ("-R", "--reboot", "Shutdown and reboot"))),
+    "start": ("lifecycle", "start", "<DomainName>", "Start a Xend managed domain.",
+              (("-p", "--paused", "Do not unpause domain after starting it"),
+               ("-c", "--console_autoconnect", "Connect to the console after the domain is created"))),
+    "suspend": ("lifecycle", "suspend", "<DomainName>", "Suspend a Xend managed domain.", ()),
+    "sysrq": ("lifecycle", "sysrq", "<Domain> <letter>", "Send a sysrq to a domain.", ()),
+    "unpause": ("lifecycle", "unpause", "<Domain>", "Unpause a paused domain.", ()),
+    "uptime": ("listing", "uptime", "[-s] [Domain, ...]", "Print uptime for all/some domains.",
+               (("-s", "--short", "Print a short uptime line per domain"),)),
+    "vcpu-list": ("listing", "vcpu_list", "[Domain, ...]",
+                  "List the VCPUs for all/some domains.", ()),
+    "vcpu-pin": ("resources", "vcpu_pin", "<Domain> <VCPU|all> <CPUs|all>",
+                 "Set which CPUs a VCPU can use.", ()),
+    "vcpu-set": ("resources", "vcpu_set", "<Domain> <vCPUs>",
+                 "Set the number of active VCPUs for allowed for the domain.", ()),
+    "dmesg": ("host", "dmesg", "[-c|--clear]", "Read and/or clear Xend's message buffer.",
+              (("-c", "--clear", "Clear dmesg buffer as well as printing it"),)),
+    "info": ("host", "info", "[-c|--config] [-n|--numa]", "Get information about Xen host.",
+             (("-c", "--config", "List Xend configuration parameters"),
+              ("-n", "--numa", "List host NUMA topology information"))),
+    "log": ("host", "log", "", "Print Xend log.", ()),
+}
+
+ALIASES = {"balloon": "mem-set", "set-vcpus": "vcpu-set"}
+
+COMMON_COMMANDS = ("console", "create", "new", "delete", "destroy", "dump-core", "help", "list",
+                   "mem-set", "migrate", "pause", "reboot", "restore", "resume", "save",
+                   "shutdown", "start", "suspend", "unpause", "uptime", "vcpu-set")
+
+USAGE_HEAD = ("Usage: xm <subcommand> [args]\n\n"
+              "Control, list, and manipulate Xen guest instances.\n\n")
+USAGE_FOOT = ("<Domain> can either be the Domain Name or Id.\n"
+              "Global option before <subcommand>: -c|--config <xend-config.sxp> to reach the "
+              "xend it configures\n(else $XM_SERVER, else $XEND_CONFIG, else "
+              "/var/run/xend/xmlrpc.sock).\n"
+              "For more help on 'xm' see the xm(1) man page.\n"
+              "For more help on 'xm create' see the xmdomain.cfg(5) man page.\n")
+
+
+def _command_lines(names: "Iterable[str]") -> str:
+    return "".join(" %-20s %s\n" % (name, COMMANDS[name][3]) for name in names)
+
+
+def short_help() -> str:
+    return (USAGE_HEAD + "Common 'xm' commands:\n\n" + _command_lines(COMMON_COMMANDS) + "\n"
+            + USAGE_FOOT + "\nFor a complete list of subcommands run 'xm help'.\n")
+
+
+def long_help() -> str:
+    return (USAGE_HEAD + "xm full list of subcommands:\n\n" + _command_lines(sorted(COMMANDS))
+            + "\n" + USAGE_FOOT)
+
+
+def command_help(name: str) -> str:
+    _, _, arguments, description, options = COMMANDS[name]
+    text = ("Usage: xm %s %s" % (name, arguments)).rstrip() + "\n\n" + description + "\n"
+    if options:
+        for short, long, use in options:
+            flags = ", ".join(f for f in (short, long) if f)
+            text += ("  %-30s %s" % (flags, use)).rstrip() + "\n"
+        text += "\n"
+    return text
+
+
+def lookup(name: str) -> "Optional[str]":
+    """The command's table name: exact, alias, or an unambiguous prefix (``xm li``)."""
+    if name in COMMANDS:
+        return name
+    if name in ALIASES:
+        sys.stderr.write(f"Command {name} is deprecated.  Please use xm {ALIASES[name]} instead.\n")
+        return ALIASES[name]
+    if len(name) > 1:
+        matches = [c for c in COMMANDS if c.startswith(name)]
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
+def _global_options(argv: list) -> "Tuple[Optional[str], list]":
+    """``-c FILE`` / ``--config FILE`` / ``--config=FILE`` before the subcommand."""
+    config_path = None
+    while argv:
+        arg = argv[0]
+        if arg in ("-c", "--config"):
+            if len(argv) < 2:
+                raise ValueError(f"option {arg} requires an argument")
+            config_path, argv = argv[1], argv[2:]
+        elif arg.startswith("--config="):
+            config_path, argv = arg.split("=", 1)[1], argv[1:]
+        else:
+            break
+    return config_path, argv
+
+
+def main(argv: "Optional[List[str]]" = None) -> int:
+    """Run ``xm`` with ``argv`` (default ``sys.argv[1:]``); the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out, err = sys.stdout, sys.stderr
+    try:
+        config_path, argv = _global_options(argv)
+    except ValueError as e:
+        err.write(f"Error: {e}\n")
+        out.write(short_help())
+        return 1
+    if not argv:
+        out.write(short_help())
+        return 1
+    cmd, args = argv[0], argv[1:]
+    if cmd in ("-h", "--help", "help"):
+        if cmd == "help" and args and lookup(args[0]):
+            out.write(command_help(lookup(args[0])))
+        else:
+            out.write(long_help())
+        return 0
+    name = lookup(cmd)
+    if name is None:
+        err.write(f"Error: Subcommand {cmd} not found!\n")
+        out.write(short_help())
+        return 1
+    if "-h" in args or "--help" in args:
+        out.write(command_help(name))
+        return 0
+
+    from xend.xm.commands import Context
+
+    def uri() -> str:
+        from xend.xm.client import resolve_uri
+
+        return resolve_uri(config_path)
+
+    ctx = Context(uri, config_path=config_path)
+    return run_command(ctx, name, args)
+
+
+def run_command(ctx, name: str, args: list) -> int:
+    """Run one command in ``ctx``; every error it raises becomes a message and a status."""
+    from xend.xm.client import ClientError
+    from xend.xm.commands import CommandError, UsageError
+
+    module_name, function = COMMANDS[name][:2]
+    try:
+        __import__("xend.xm.commands." + module_name)
+        run = getattr(sys.modules["xend.xm.commands." + module_name], function)
+        status = run(ctx, args)
+        ctx.out.flush()
+        return status or 0
+    except UsageError as e:
+        return _fail(ctx, str(e), name)
+    except CommandError as e:
+        _fail(ctx, e.message, name if e.usage else None)
+        return e.status
+    except ClientError as e:
+        return _fail(ctx, str(e))
+    except (ValueError, OverflowError):
+        return _fail(ctx, "Invalid argument.", name)
+    except KeyboardInterrupt:
+        ctx.out.write("Interrupted.\n")
+        return 1
+    except BrokenPipeError as e:
+        if _stdout_is_broken(ctx):  # `xm list | head -1`: stop quietly
+            return 1
+        return _rpc_error(ctx, name, e)
+    except Exception as e:  # noqa: BLE001 - mapped below, or reported as unexpected
+        status = _rpc_error(ctx, name, e)
+        if status is not None:
+            return status
+        import traceback
+
+        ctx.err.write(f"Unexpected error: {type(e).__name__}: {e}\n")
+        traceback.print_exc(file=ctx.err)
+        return 1
+
+
+def _stdout_is_broken(ctx) -> bool:
+    """True if our output pipe is closed; then further output goes nowhere."""
+    try:
+        ctx.out.flush()
+        return False
+    except BrokenPipeError:
+        import os
+
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, ctx.out.fileno())
+            os.close(devnull)
+        except (OSError, AttributeError, ValueError):
+            pass
+        return True
+
+
+def _fail(ctx, message: str, usage_of=None) -> int:
+    ctx.out.flush()
+    ctx.err.write(f"Error: {message}\n")
+    ctx.err.flush()
+    if usage_of:
+        ctx.out.write(command_help(usage_of))
+    return 1
+
+
+def _rpc_error(ctx, name: str, e: Exception):
+    """Faults, protocol and connection errors (modules are only looked at if loaded)."""
+    xc = sys.modules.get("xmlrpc.client")
+    if xc is not None:
+        if isinstance(e, xc.Fault):
+            if e.faultCode == 3:
+                _fail(ctx, f"Domain '{e.faultString}' does not exist.")
+                return 3
+            return _fail(ctx, e.faultString, name)
+        if isinstance(e, xc.ProtocolError):
+            ctx.err.write(f"Xend has probably crashed!  ProtocolError({e.errcode}, {e.errmsg}).\n")
+            return 1
+    crashed = [sys.modules[m].HTTPException for m in ("http.client",) if m in sys.modules]
+    crashed += [sys.modules[m].ExpatError for m in ("xml.parsers.expat",) if m in sys.modules]
+    if crashed and isinstance(e, tuple(crashed)):
+        ctx.err.write("Xend has probably crashed!  Invalid or missing HTTP status code.\n")
+        return 1
+    if isinstance(e, OSError):
+        import os
+
+        if isinstance(e, PermissionError) and os.geteuid() != 0:
+            return _fail(ctx, "Most commands need root access. Please try again as root.")
+        reason = e.strerror or str(e) or type(e).__name__
+        return _fail(ctx, f"Unable to connect to xend: {reason}. Is xend running?")
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
