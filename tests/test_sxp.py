@@ -11,10 +11,13 @@ from xend.sxp import ParseError
 # Any text within latin-1 (every atom is a latin-1-decoded byte string): control characters,
 # quotes, backslashes, '#', parentheses, non-ASCII, and the empty string.
 latin1_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=12)
+any_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8)
 tricky_text = st.sampled_from(["", "'", '"', "\\", "#", "(", ")", "@", "a b", "it's", "\x04",
                                "\x00", "\x7f", "\xa0", "\xad", "\xff", ";", "[x]", "\\q"])
-sxp_values = st.recursive(st.one_of(latin1_text, tricky_text),
+sxp_values = st.recursive(st.one_of(latin1_text, tricky_text, any_text),
                           lambda kids: st.lists(kids, max_size=5), max_leaves=25)
+latin1_values = st.recursive(st.one_of(latin1_text, tricky_text),
+                             lambda kids: st.lists(kids, max_size=5), max_leaves=25)
 
 
 # -- round trips --------------------------------------------------------------------------------
@@ -32,8 +35,14 @@ def test_parse_of_prettyprint_gives_the_value_back(value, width):
 
 @settings(max_examples=100, deadline=None)
 @given(sxp_values)
+def test_round_trip_through_utf8_bytes(value):
+    assert sxp.parse_all(sxp.to_string(value).encode("utf-8")) == [value]
+
+
+@settings(max_examples=100, deadline=None)
+@given(latin1_values)
 def test_to_string_output_is_ascii(value):
-    # Non-ASCII is escaped, as Python 2's repr did: the text survives any encoding.
+    # Non-ASCII within latin-1 is escaped, as Python 2's repr did.
     assert sxp.to_string(value).isascii()
 
 
@@ -163,8 +172,9 @@ def test_non_printable_inside_an_atom_is_kept():
     assert sxp.parse_all("(a\x01b)") == [["a\x01b"]]
 
 
-def test_bytes_are_read_as_latin1():
-    assert sxp.parse_all(b"(a '\xc3\xa9')") == [["a", "\xc3\xa9"]]
+def test_bytes_are_read_as_utf8_else_latin1():
+    assert sxp.parse_all(b"(a '\xc3\xa9')") == [["a", "\xe9"]]
+    assert sxp.parse_all(b"(a '\xe9')") == [["a", "\xe9"]]
 
 
 # -- writing (§2.5) ------------------------------------------------------------------------------------

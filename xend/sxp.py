@@ -149,8 +149,17 @@ class XendParser(sexpdata.Parser):
 def parse_all(text: Union[str, bytes], source: str = "<string>") -> List[Value]:
     """Every top-level value of ``text`` (an empty list for empty or comment-only input)."""
     if isinstance(text, bytes):
-        text = text.decode("latin-1")
+        text = decode(text)
     return XendParser(text, source).parse()
+
+
+def decode(data: bytes) -> str:
+    """UTF-8 when the bytes are UTF-8 (what we write), else latin-1 (one char per byte,
+    the original's byte-string semantics), so no file is ever refused for its encoding."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def parse_file(path: str) -> List[Value]:
@@ -192,8 +201,9 @@ def _quote(s: str) -> str:
             # Python 2's repr of a byte string: every non-ASCII byte as \xHH (ASCII output).
             out.append("\\x%02x" % ord(ch))
         elif ord(ch) >= 256:
-            # Beyond latin-1: written as UTF-8 bytes, as Python 2's repr of a str did.
-            out.extend("\\x%02x" % b for b in ch.encode("utf-8"))
+            # Beyond latin-1 there is no single-byte escape: the character is written as it
+            # is (files are written as UTF-8 and read back as UTF-8), so text round-trips.
+            out.append(ch)
         else:
             out.append(ch)
     out.append(quote)
