@@ -114,7 +114,7 @@ def write_image(hypervisor: Hypervisor, domain_config_sxp: Any, domid: int, out:
     paused for good (2), and at the end (3), for device migration hooks.
     """
     hv = hypervisor
-    config = sxp.to_string(domain_config_sxp).encode("latin-1", "replace")
+    config = sxp.to_string(domain_config_sxp).encode("utf-8")
     nr_pages = hv.nr_pages(domid)
     total = len(SIGNATURE) + 4 + len(config) + _HEADER.size + \
         nr_pages * (_PFN.size + PAGE_SIZE) + _PFN.size + 8 + 32

@@ -48,7 +48,7 @@ class ManagedStore:
         """Store ``record`` (an SXP value) as the config of ``uuid``, atomically."""
         directory = self.domain_dir(uuid)
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        text = sxp.prettyprint(record, width=PRETTY_WIDTH).encode("latin-1", "replace")
+        text = sxp.prettyprint(record, width=PRETTY_WIDTH).encode("utf-8")
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=directory)
         try:
             with os.fdopen(fd, "wb") as f:
