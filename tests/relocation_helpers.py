@@ -238,29 +238,26 @@ class Proxy:
             pass
 
     def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        """Copy src -> dst. An end of stream is passed on (half-close); an error on either
+        side aborts both connections, as a dead host's kernel would."""
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
-                    break
+                    dst.shutdown(socket.SHUT_WR)
+                    return
                 if upstream:
                     if self.cut_after is not None and self.forwarded + len(data) > self.cut_after:
-                        self._reset(src)
-                        self._reset(dst)
-                        break
+                        raise ConnectionAbortedError("cut")
                     if self.stall_after is not None and self.forwarded >= self.stall_after:
                         self.stalled.set()
                         self._resume.wait()
                     self.forwarded += len(data)
                 dst.sendall(data)
         except OSError:
-            pass
+            self._reset(src)
+            self._reset(dst)
         finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
             self.closed.set()
 
 

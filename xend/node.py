@@ -16,6 +16,8 @@ from xend.server.listeners import Listeners
 log = logging.getLogger("xend.XendNode")
 
 XEND_CONFIG_FORMAT = 4
+#: directories created at start (reference §1.3: Xen-API objects, storage repository, ACM)
+STATE_DIR_OPTIONS = ("xend-state-path", "xend-storage-path", "xend-security-path")
 
 
 class Node:
@@ -34,11 +36,15 @@ class Node:
 
         for warning in getattr(self.opts, "warnings", []):
             log.warning("%s", warning)
+        self.log_unsupported()
+        self.make_state_dirs()
         self.run_network_script()
         self.hypervisor = make_hypervisor(self.opts)
         log.info("Hypervisor backend: %s", self.hypervisor.name)
         self.domains = DomainRegistry(self.opts, self.hypervisor)
         self.domains.start()
+        from xend.relocation import attach
+        attach(self)  # the migrator, and repair of migrations a killed xend left half-done
         self.listeners.start(self.opts)
         self.domains.autostart()
 
@@ -51,9 +57,32 @@ class Node:
 
     def reload(self, opts: Mapping) -> None:
         self.opts = opts
+        self.log_unsupported()
         if self.domains is not None:
             self.domains.reconfigure(opts)
         self.listeners.reload(opts)
+
+    def log_unsupported(self) -> None:
+        """Settings of the file this xend cannot act on (``Options.unsupported``), each with
+        the reason; a default is never reported."""
+        for note in getattr(self.opts, "unsupported", []):
+            log.warning("%s", note)
+
+    def make_state_dirs(self) -> None:
+        """``xend-state-path``, ``xend-storage-path`` and ``xend-security-path`` are created
+        (mode 0700, parents as needed) as the original did at start; an existing directory is
+        left as it is. A failure is logged: the subsystem that needs the directory reports
+        it again when it is used."""
+        for name in STATE_DIR_OPTIONS:
+            path = self.opts[name]
+            if not path or os.path.isdir(path):
+                continue
+            try:
+                os.makedirs(path, mode=0o700, exist_ok=True)
+                os.chmod(path, 0o700)
+                log.debug("Created %s %s", name, path)
+            except OSError as e:
+                log.error("Cannot create %s %s: %s", name, path, e.strerror or e)
 
     def _listener_specs(self, opts: Mapping) -> list:
         from xend.server.specs import listener_specs

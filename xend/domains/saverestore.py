@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import tempfile
 from typing import Any, BinaryIO, Callable, Iterator, Optional, Tuple
 
@@ -40,7 +41,8 @@ class SaveRestoreMixin:
         with os.fdopen(fd, "wb") as f:
             self.save_to_stream(d, f, live=False, keep_running=bool_arg(checkpoint))
             f.flush()
-            os.fsync(f.fileno())
+            if stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # not /dev/null, a pipe...
+                os.fsync(f.fileno())
 
     def _save_checks(self, dom: Any, verb: str) -> Domain:
         d = self._get(dom)
@@ -168,6 +170,7 @@ class SaveRestoreMixin:
                     except BaseException:
                         self._teardown(dom)
                         raise
+                    self._devices_ready(dom)
             finally:
                 op.finish()
             self._replace(target, dom)

@@ -21,6 +21,7 @@ import logging
 import time
 from typing import Any, Callable, Mapping, Optional
 
+from xend import sxp
 from xend.errors import XendError
 from xend.relocation import connection, protocol, tool
 from xend.relocation.connection import ConnectFailed, PeerSpoke, RelocationConnection
@@ -86,6 +87,7 @@ class Migrator:
                 uuid: str, live: bool, node: int, chs: bool, steps: tool.DeviceSteps) -> None:
         state = {"confirmed": False, "paused_at": None}
         started = time.monotonic()
+        src_domid = dom.domid
 
         def step(n: int) -> None:
             if n == 1:
@@ -105,9 +107,10 @@ class Migrator:
                                        migrating=True, step=step, operation="migrate")
         except BaseException as e:
             if state["confirmed"]:
-                # the destination runs it; only our clean-up failed
-                self._forget(uuid)
+                # the destination runs it; only our clean-up failed: make sure ours is gone
                 log.error("Domain %s is running at %s; removing it here failed: %s", name, dst, e)
+                self._destroy_leftover(reg, src_domid, uuid)
+                self._forget(uuid)
                 raise XendError(f"Domain {name} migrated to {dst}, but removing it here "
                                 f"failed: {protocol.error_message(e)}") from None
             steps.recover()
@@ -142,6 +145,15 @@ class Migrator:
         else:
             log.info("Migrated domain %s to %s: %d bytes in %.2f s (%.1f MB/s), non-live; "
                      "paused for %.3f s", name, dst, stats.bytes, elapsed, rate, pause)
+
+    @staticmethod
+    def _destroy_leftover(reg: Any, domid: Any, uuid: str) -> None:
+        from xend.relocation.receiver import find_records
+        if any(sxp.child_value(r, "domid") == domid for r in find_records(reg, uuid=uuid)):
+            try:
+                reg.domain_destroy(domid)
+            except Exception:  # noqa: BLE001
+                log.exception("Could not destroy domain %s after its migration", domid)
 
     @staticmethod
     def _leave_home(reg: Any, name: str, uuid: str, dst: str) -> None:

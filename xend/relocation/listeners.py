@@ -64,10 +64,8 @@ def journal_for(opts: Mapping) -> Journal:
 
 
 def relocation_specs(opts: Mapping, node) -> List[ListenerSpec]:
-    from xend.relocation import attach, server
+    from xend.relocation import server
     from xend.relocation.receiver import Receiver
-
-    attach(node)    # stopgap until Node.start calls it (see xend.relocation.attach)
 
     def registry():
         return node.domains
