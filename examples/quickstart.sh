@@ -14,6 +14,8 @@ cat > "$DIR/xend-config.sxp" <<CFG
 (xend-relocation-unix-path $DIR/lib/relocation-socket)
 (xend-domains-path $DIR/lib/domains)
 (xend-state-path $DIR/lib/state)
+(xend-storage-path $DIR/lib/storage)
+(xend-security-path $DIR/lib/security)
 (xend-dump-path $DIR/dump)
 (simulated-state-path $DIR/sim)
 (hypervisor-backend simulated)

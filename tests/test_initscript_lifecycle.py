@@ -115,6 +115,8 @@ class Xend:
             f"(xend-relocation-unix-path '{d / 'run' / 'relocation-socket'}')",
             f"(xend-domains-path '{d / 'lib' / 'domains'}')",
             f"(xend-state-path '{d / 'lib' / 'state'}')",
+            f"(xend-storage-path '{d / 'lib' / 'storage'}')",
+            f"(xend-security-path '{d / 'lib' / 'security'}')",
             f"(xend-dump-path '{d / 'lib' / 'dump'}')",
             f"(simulated-state-path '{d / 'lib' / 'simulated'}')",
             "(hypervisor-backend simulated)",

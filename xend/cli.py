@@ -69,6 +69,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if command == "check-config":
         from xend.options import render_check_config
+        for note in opts.unsupported:
+            print(f"Warning: {note}", file=sys.stderr)
         print(render_check_config(opts), end="")
         return 0
 

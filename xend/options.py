@@ -34,6 +34,10 @@ Decisions (see also the shipped file's comments):
   ``/etc/xen/``). Defaults are not checked at load: the subsystem using one reports it.
 * ``total_available_memory`` is 0 whenever ``enable-dom0-ballooning`` is off (the original
   forced it too); a non-zero value in the file then gives a warning.
+* Every option has an effect. Where this xend has no such subsystem (Xen-API, XSM, udev
+  events, resource labels, SCSI scanning) the effect is an honest report: a value written in
+  the file is listed in ``opts.unsupported``, which the daemon logs at start and
+  ``xend check-config`` prints, saying why it does nothing. Defaults are never reported.
 """
 from __future__ import annotations
 
@@ -294,11 +298,52 @@ class Option:
     default: Any
     help: str
     added: bool = False     # ours: not read by Xen 4.4's xend (which hard-coded the value)
+    #: for settings this xend cannot act on: typed value -> why (None: nothing to say). Asked
+    #: only for values set in the file (or by an override), never for the default, so the
+    #: defaults stay quiet; the answers are ``Options.unsupported`` (logged at start, shown
+    #: by ``xend check-config``).
+    unsupported: Optional[Callable[[Any], Optional[str]]] = None
 
     def default_text(self) -> str:
         if isinstance(self.default, Computed):
             return self.default.text
         return self.kind.show(self.default)
+
+
+def _xsm_unsupported(value: str) -> Optional[str]:
+    if value == "dummy":
+        return None
+    return (f"{value} is not supported by this xend: it has no Xen security module support "
+            "(no ACM policies, no FLASK labels) and behaves as with dummy; the security "
+            "labels of domains are kept in their configuration but never checked")
+
+
+def _xen_api_unsupported(value: list) -> Optional[str]:
+    if not value:
+        return None
+    return (f"{sxp.to_string(value)} is not supported by this xend: it has no Xen-API server, "
+            "so no Xen-API listener is opened; xm and other legacy clients use the XML-RPC "
+            "interface (xend-unix-xmlrpc-server, xend-tcp-xmlrpc-server)")
+
+
+def _udev_unsupported(value: bool) -> Optional[str]:
+    if not value:
+        return None
+    return ("yes is not supported by this xend: it does not listen to udev events, so "
+            "hot-plugged SCSI and USB devices are not noticed")
+
+
+def _label_script_unsupported(value: Optional[List[str]]) -> Optional[str]:
+    if not value:
+        return None
+    return (f"{' '.join(value)} is never run by this xend: it has no security labels on "
+            "resources (no ACM/XSM support), so no label ever changes")
+
+
+def _pscsi_unsupported(value: list) -> Optional[str]:
+    return (f"{sxp.to_string(value)} has no effect in this xend: it does not scan the host's "
+            "SCSI devices (it has no Xen-API PSCSI objects and no udev hotplug), so there is "
+            "nothing to restrict; the vscsi devices of domains are kept as configured")
 
 
 BOOL = Bool()
@@ -317,12 +362,19 @@ OPTIONS: Tuple[Option, ...] = (
            "DEBUG",
            "Lowest level of messages written to the log file. TRACE is one step below DEBUG."),
     Option("xsm_module_name", Enum(("dummy", "acm", "flask")), "dummy",
-           "Xen security module in use: dummy (none), acm or flask. Note the underscores."),
+           "Xen security module in use: dummy (none), acm or flask. Note the underscores. "
+           "This xend has no security module support: a value other than dummy is accepted "
+           "and reported at start (xend.log) and by xend check-config as not supported.",
+           unsupported=_xsm_unsupported),
     # ---- listeners
     Option("xen-api-server", SxpList("lists"), [["unix"]],
            "Xen-API listeners, one (WHERE [AUTH [HOSTS [KEY CERT]]]) entry each. WHERE is unix, a "
            "TCP port or ADDRESS:PORT; AUTH is none or pam (the default); HOSTS is a list of "
-           "regular expressions for the peers allowed ('' = any); KEY and CERT turn on SSL."),
+           "regular expressions for the peers allowed ('' = any); KEY and CERT turn on SSL. "
+           "This xend has no Xen-API server: a value written in the file (other than the "
+           "empty list) is reported at start (xend.log) and by xend check-config as not "
+           "supported; the default stays quiet.",
+           unsupported=_xen_api_unsupported),
     Option("xend-http-server", BOOL, False,
            "Serve the legacy HTTP/SXP interface on TCP (xend-address, xend-port)."),
     Option("xend-unix-server", BOOL, False,
@@ -340,7 +392,10 @@ OPTIONS: Tuple[Option, ...] = (
            "Accept incoming migrations over SSL on xend-relocation-ssl-port; needs "
            "xend-relocation-server-ssl-key-file and -cert-file."),
     Option("xend-udev-event-server", BOOL, False,
-           "Listen to udev events so that hot-plugged SCSI and USB devices are noticed."),
+           "Listen to udev events so that hot-plugged SCSI and USB devices are noticed. This "
+           "xend has no udev listener: yes is reported at start (xend.log) and by xend "
+           "check-config as not supported.",
+           unsupported=_udev_unsupported),
     Option("xend-unix-path", PATH, "/var/lib/xend/xend-socket",
            "Unix socket of the legacy HTTP/SXP interface (when xend-unix-server is on)."),
     Option("xend-tcp-xmlrpc-server-address", STRING, "localhost",
@@ -383,7 +438,9 @@ OPTIONS: Tuple[Option, ...] = (
            "ARGS; a bare name is taken from xend-scripts-path. Unset = leave the network alone."),
     Option("vif-script", STRING, "vif-bridge",
            "Default hotplug script for each virtual network interface; a domain's own "
-           "configuration may name another."),
+           "configuration may name another. A vif without (script ...) gets (script "
+           "VIF-SCRIPT) in its device record when the domain is built, and its backend the "
+           "script's path in xend-scripts-path; '' = add none."),
     Option("dom0-min-mem", COUNT, 0,
            "Domain 0 is never ballooned below this many MiB, neither to make room for a new "
            "domain nor by xm mem-set. min-mem is read as this option, with a warning."),
@@ -393,7 +450,10 @@ OPTIONS: Tuple[Option, ...] = (
            "unless dom0-min-mem is 0."),
     Option("total_available_memory", COUNT, 0,
            "GiB kept in a pool for 32-bit paravirtual domains on hosts with very large memory; "
-           "0 = no pool. Forced to 0 when enable-dom0-ballooning is off."),
+           "0 = no pool. Forced to 0 when enable-dom0-ballooning is off. xend keeps that much "
+           "of the host's memory free: making room for a domain (or growing one) it balloons "
+           "dom0 until the domain fits with the pool still free, and refuses when it cannot. "
+           "This xend cannot tell 32-bit PV guests from others, so no guest is given the pool."),
     Option("dom0-cpus", COUNT, 0,
            "Number of virtual CPUs domain 0 keeps online once xend starts; 0 = all of them."),
     Option("enable-dump", BOOL, False,
@@ -403,45 +463,75 @@ OPTIONS: Tuple[Option, ...] = (
            "'' = none."),
     # ---- VNC and keyboard defaults for guests
     Option("vnc-listen", STRING, "127.0.0.1",
-           "Default address guests' VNC servers listen on; 0.0.0.0 = every interface."),
+           "Default address guests' VNC servers listen on; 0.0.0.0 = every interface. Added "
+           "as (vnclisten ADDRESS) to each HVM image with (vnc 1) and each vfb using VNC "
+           "that has none, when the domain is built."),
     Option("vncpasswd", STRING, None,
-           "Default VNC password for guests that have none; '' = no password."),
+           "Default VNC password for guests that have none; '' = no password. Added as "
+           "(vncpasswd ...) where vnc-listen is added; it is never written to a log."),
     Option("vnc-tls", NonEmptyMeansOn(), False,
            "Default to TLS for guests' VNC servers. Any non-empty value turns this on, even 0 "
-           "or no (a quirk kept from the original; xend warns about it)."),
+           "or no (a quirk kept from the original; xend warns about it). When on, a domain "
+           "using VNC is refused at start if vnc-x509-cert-dir does not exist, and its "
+           "qemu-dm-NAME.log shows the tls,x509 settings its device model gets."),
     Option("vnc-x509-cert-dir", File(directory=True), "/etc/xen/vnc",
            "Directory holding ca-cert.pem, server-cert.pem and server-key.pem for VNC TLS; a "
-           "bare name is looked up in /etc/xen."),
+           "bare name is looked up in /etc/xen. Checked when a domain using VNC starts "
+           "with vnc-tls on."),
     Option("vnc-x509-verify", NonEmptyMeansOn(), False,
            "Make guests' VNC servers ask for a client certificate signed by the CA. Any "
-           "non-empty value turns this on, as for vnc-tls."),
+           "non-empty value turns this on, as for vnc-tls (x509verify instead of x509 in "
+           "the device model's VNC settings)."),
     Option("keymap", STRING, None,
-           "Default keyboard layout (e.g. en-us) for guests whose configuration has none."),
+           "Default keyboard layout (e.g. en-us) for guests whose configuration has none: "
+           "added as (keymap ...) to each HVM image and each vfb without one, when the "
+           "domain is built."),
     Option("resource-label-change-script", SCRIPT, None,
-           "Script run when the security label of a resource changes."),
+           "Script run when the security label of a resource changes. This xend has no "
+           "resource labels, so it never runs it: a value is reported at start (xend.log) "
+           "and by xend check-config as not supported.",
+           unsupported=_label_script_unsupported),
     Option("qemu-dm-logrotate-count", COUNT, 10,
            "How many old qemu-dm-NAME.log files to keep, rotated before each start; 0 = "
-           "append to one file."),
+           "append to one file. This xend runs no qemu-dm: before each start of a domain "
+           "that would have one (HVM, or with a vfb) it rotates DIR/qemu-dm-NAME.log "
+           "(DIR: the directory of logfile) into .1 ... .N and writes a line saying that "
+           "the device model is simulated."),
     # ---- stores
     Option("xend-domains-path", PATH, "/var/lib/xend/domains",
            "Directory of the configurations of managed domains (xm new)."),
     Option("xend-state-path", PATH, "/var/lib/xend/state",
-           "Directory where the Xen-API objects are kept."),
+           "Directory where the Xen-API objects are kept; here, the state of migrations in "
+           "progress. Created (mode 0700) when xend starts."),
     Option("xend-storage-path", PATH, "/var/lib/xend/storage",
-           "Directory of the QCoW storage repository."),
+           "Directory of the QCoW storage repository. Created (mode 0700) when xend starts, "
+           "as by the original; this xend keeps nothing in it."),
     Option("xend-security-path", PATH, "/var/lib/xend/security",
-           "Directory of the security (ACM) policies."),
+           "Directory of the security (ACM) policies. Created (mode 0700) when xend starts, "
+           "as by the original; this xend keeps nothing in it."),
     # ---- devices
     Option("device-create-timeout", COUNT, 100,
-           "Seconds to wait for a device's backend to connect."),
+           "Seconds to wait for the backends of a new domain's devices to connect "
+           "(xend.domain.waitForDevices, xm create/start, restore, restart); then the "
+           "domain fails with 'Device N (CLASS) could not be connected'. Devices of the "
+           "simulated host connect at once; the xenctrl backend builds domains without "
+           "devices, so there is nothing to wait for there."),
     Option("device-destroy-timeout", COUNT, 100,
-           "Seconds to wait for a device's backend to be torn down."),
+           "Seconds to wait for the backends of a destroyed domain's devices to go away; "
+           "then xend logs 'Device N (CLASS) could not be disconnected' and removes their "
+           "store entries itself."),
     Option("pci-passthrough-strict-check", BOOL, True,
            "Refuse to pass a PCI device to an HVM guest when co-assignment or ACS checks "
-           "fail. Turning it off may work, and may be insecure."),
+           "fail. Turning it off may work, and may be insecure. This xend cannot pass PCI "
+           "devices through at all: with yes a domain with (device (pci ...)) is refused "
+           "at create/start; with no it starts without them (logged), keeping them in its "
+           "configuration."),
     Option("pscsi-device-mask", SxpList("strings"), ["*"],
            "SCSI devices xend scans at start, as lsscsi names them, e.g. ('16:0:0:0' '15:0'); "
-           "('*') = all of them. A short list makes start faster on big hosts."),
+           "('*') = all of them. A short list makes start faster on big hosts. This xend "
+           "scans no SCSI devices: a value written in the file is reported at start "
+           "(xend.log) and by xend check-config as having no effect.",
+           unsupported=_pscsi_unsupported),
     # ---- ours: values the original hard-coded --------------------------------------------
     Option("xend-pid-file", PATH, "/var/run/xend.pid",
            "Pid file of the running daemon.", added=True),
@@ -587,6 +677,24 @@ def _resolve(settings: Dict[str, _Setting]) -> Tuple[dict, dict, List[str], List
     return ordered_values, sources, notes, [p[1] for p in problems]
 
 
+def _unsupported_notes(values: Dict[str, Any], sources: Dict[str, str]) -> List[str]:
+    notes = []
+    for opt in OPTIONS:
+        if opt.unsupported is None or sources[opt.name] == DEFAULT_SOURCE:
+            continue
+        why = opt.unsupported(values[opt.name])
+        if why:
+            notes.append((_line_of(sources[opt.name]),
+                          f"{sources[opt.name]}: option {opt.name}: {why}"))
+    return [text for _, text in sorted(notes, key=lambda n: n[0])]
+
+
+def _line_of(where: str) -> int:
+    """The line of a "FILE:LINE" source, for ordering (overrides sort last)."""
+    tail = where.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 1 << 30
+
+
 class Options(Mapping):
     """The effective xend configuration: ``opts[name]`` is the typed value.
 
@@ -594,7 +702,8 @@ class Options(Mapping):
     ("FILE:LINE", "default" or "override"). Do not mutate the lists it hands out.
     """
 
-    __slots__ = ("_values", "_sources", "_settings", "_load_warnings", "_warnings", "_path")
+    __slots__ = ("_values", "_sources", "_settings", "_load_warnings", "_warnings", "_path",
+                 "_unsupported")
 
     def __init__(self, settings: Dict[str, _Setting], path: Optional[str],
                  load_warnings: List[str]):
@@ -609,6 +718,7 @@ class Options(Mapping):
         self._load_warnings = tuple(load_warnings)
         self._warnings = tuple(load_warnings) + tuple(notes)
         self._path = path
+        self._unsupported = tuple(_unsupported_notes(values, sources))
 
     # Mapping interface (items(), keys(), get(), ``in`` come with it), in table order.
     def __getitem__(self, name: str) -> Any:
@@ -631,7 +741,14 @@ class Options(Mapping):
 
     @property
     def warnings(self) -> List[str]:
+        """Problems with the file's text (unknown names, duplicates, ignored values ...)."""
         return list(self._warnings)
+
+    @property
+    def unsupported(self) -> List[str]:
+        """Settings given in the file that this xend cannot act on, each as
+        ``WHERE: option NAME: why`` (see ``Option.unsupported``). Defaults never appear."""
+        return list(self._unsupported)
 
     def source(self, name: str) -> str:
         return self._sources[name]
@@ -767,7 +884,8 @@ def _unknown_warning(where: str, name: str) -> str:
 def render_check_config(opts: Options, show_warnings: bool = False) -> str:
     """Every option with its effective value and where it came from, in aligned columns.
 
-    ``show_warnings`` appends ``opts.warnings`` (off by default: the CLI prints them to stderr).
+    ``show_warnings`` appends ``opts.warnings`` and ``opts.unsupported`` (off by default: the
+    CLI prints them to stderr).
     """
     rows = [(name, BY_NAME[name].kind.show(value), opts.source(name))
             for name, value in opts.items()]
@@ -777,7 +895,8 @@ def render_check_config(opts: Options, show_warnings: bool = False) -> str:
     lines.append(f"{'OPTION':<{name_w}}  {'VALUE':<{value_w}}  SOURCE")
     for name, shown, src in rows:
         lines.append(f"{name:<{name_w}}  {shown:<{value_w}}  {src}")
-    if show_warnings and opts.warnings:
+    notes = opts.warnings + opts.unsupported
+    if show_warnings and notes:
         lines.append("")
-        lines.extend("warning: " + w for w in opts.warnings)
+        lines.extend("warning: " + w for w in notes)
     return "\n".join(lines) + "\n"

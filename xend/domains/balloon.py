@@ -5,6 +5,10 @@ is allowed, dom0's target is lowered by the shortfall (counting memory Xen is st
 scrubbing), never below ``dom0-min-mem``; then it waits, with growing pauses, for the
 memory to appear. When that is impossible it fails with the original's messages and leaves
 dom0 as it found it.
+
+``total_available_memory`` (``reserve_kib``) is memory kept free on top of every request: the
+host must have ``need_kib + reserve_kib`` free, so the pool is never handed to a domain (this
+xend cannot tell the 32-bit PV guests it was meant for) and dom0 is shrunk to keep it free.
 """
 from __future__ import annotations
 
@@ -30,10 +34,15 @@ class BalloonPolicy:
     sleep: Callable[[float], None] = time.sleep
     sleep_growth: float = SLEEP_TIME_GROWTH
     retry_limit: int = RETRY_LIMIT
+    reserve_kib: int = 0            # total_available_memory, kept free
 
 
 def free_memory(hv: Hypervisor, need_kib: int, policy: BalloonPolicy,
                 set_dom0_target_kib: Callable[[int], None]) -> None:
+    reserve = max(0, policy.reserve_kib)
+    note = (" (%d KiB of it is the pool that total_available_memory keeps free)" % reserve
+            if reserve else "")
+    need_kib += reserve
     phys = hv.physinfo()
     free, scrub = phys.free_kib, phys.scrub_kib
     if free >= need_kib:
@@ -41,15 +50,15 @@ def free_memory(hv: Hypervisor, need_kib: int, policy: BalloonPolicy,
         return
     if not policy.enabled:
         raise VmError("Not enough free memory and enable-dom0-ballooning is False, so I "
-                      "cannot release any more.  I need %d KiB but only have %d."
-                      % (need_kib, free))
+                      "cannot release any more.  I need %d KiB but only have %d.%s"
+                      % (need_kib, free, note))
     dom0_alloc = hv.domain_info(0).mem_kib
     min_kib = policy.dom0_min_kib
     new_alloc = dom0_alloc - (need_kib - free - scrub)
     if new_alloc < min_kib:
         raise VmError("I need %d KiB, but dom0_min_mem is %d and shrinking to %d KiB would "
-                      "leave only %d KiB free."
-                      % (need_kib, min_kib, min_kib, free + scrub + dom0_alloc - min_kib))
+                      "leave only %d KiB free.%s"
+                      % (need_kib, min_kib, min_kib, free + scrub + dom0_alloc - min_kib, note))
     target = (new_alloc // 1024) * 1024          # whole MiB, rounded down: frees a bit more
     target = max(target, min_kib)
     shrunk = free + scrub < need_kib
@@ -79,4 +88,5 @@ def free_memory(hv: Hypervisor, need_kib: int, policy: BalloonPolicy,
             set_dom0_target_kib(dom0_alloc)
         except Exception:  # noqa: BLE001 - the failure below is what matters
             log.exception("Balloon: could not give dom0 back its memory")
-    raise VmError("Not enough memory is available, and dom0 cannot be shrunk any further")
+    raise VmError("Not enough memory is available, and dom0 cannot be shrunk any further"
+                  + note)

@@ -179,6 +179,7 @@ class EventsMixin:
             else:
                 self._teardown(dom, keep_vm=True)
             self._build(dom, paused=True, fresh=False)
+            self._devices_ready(dom)
             # counted before the new domain runs, so whoever sees it running sees the count
             dom.write_vm("xend/restart_count", str(count + 1))
             self.hv.unpause(dom.domid)

@@ -12,6 +12,7 @@ from xend.errors import HypervisorError, VmError, XendError
 from xend.hypervisor.base import DOM0_UUID, DomainInfo, DomainSpec
 
 from . import config as cfgmod
+from . import devicemodel, devices
 from .balloon import BalloonPolicy, free_memory
 from .domain import Domain
 from .states import DOM0_ID, DOM0_NAME
@@ -25,8 +26,16 @@ class LifecycleMixin:
         """Create the Xen domain of ``dom`` (which has none) from its config: make room
         (ballooning dom0), create, apply vcpus/affinity/scheduler, publish the store entries.
         Left paused unless ``paused`` is false. On failure nothing is left behind.
-        ``fresh``: a new instance (restart count 0), not a restart."""
-        cfg = dom.config
+        ``fresh``: a new instance (restart count 0), not a restart.
+
+        The option defaults for devices and display are filled into the config first (it
+        keeps them: the record shows what the domain was built with), after the checks of
+        what this xend cannot build (devices.check_buildable)."""
+        devices.check_buildable(dom.config, self.settings, self.hv.name)
+        cfg = devices.apply_defaults(dom.config, self.settings)
+        if cfg is not dom.config:
+            with dom.lock:
+                dom.config = cfg
         need_kib = (cfg.memory + (cfg.shadow_memory or 0)) * 1024
         spec = DomainSpec(name=cfg.name, uuid=cfg.uuid, memory_kib=cfg.memory * 1024,
                           maxmem_kib=cfg.maxmem * 1024, vcpus=cfg.vcpus, hvm=cfg.hvm,
@@ -80,8 +89,38 @@ class LifecycleMixin:
             dom.write_vm("xend/restart_count", "0")
             dom.rm_vm("xend/restart_in_progress")
         dom.publish(self.consoles.limit_bytes)
+        if hv.device_backends:
+            try:
+                devices.publish(hv, domid, devices.plan(cfg, self.settings))
+            except HypervisorError as e:
+                raise VmError("Creating devices of domain %s failed: %s"
+                              % (cfg.name, e.message)) from None
+        if devices.needs_device_model(cfg):
+            devicemodel.start_log(self.settings, cfg, domid, hv.name)
+
+    # -- devices --------------------------------------------------------------------------------
+    def _wait_for_devices(self, dom: Domain) -> None:
+        """Wait up to device-create-timeout for the backends of ``dom``'s devices (the
+        original's waitForDevices); VmError when one fails or does not answer in time."""
+        domid = dom.domid
+        if domid is None or not self.hv.device_backends:
+            return
+        devices.wait_connected(self.hv, domid, self.settings.device_create_timeout)
+
+    def _devices_ready(self, dom: Domain) -> None:
+        """``_wait_for_devices`` for a domain just built; on failure its Xen domain is
+        destroyed (as the original's start, restore and restart did) and the error raised."""
+        try:
+            self._wait_for_devices(dom)
+        except BaseException as e:
+            log.warning("Failed to setup devices for domain %s: %s", dom.name, e)
+            self._teardown(dom)
+            raise
 
     def _discard_xen_domain(self, domid: int) -> None:
+        """Close the domain's device backends, destroy it, remove its store entries, then wait
+        up to device-destroy-timeout for the backends to go (devices.wait_gone)."""
+        closing = devices.close(self.hv, domid) if self.hv.device_backends else []
         try:
             self.hv.destroy(domid)
         except HypervisorError as e:
@@ -92,6 +131,8 @@ class LifecycleMixin:
         except HypervisorError:
             pass
         self.consoles.drop(domid)
+        if closing:
+            devices.wait_gone(self.hv, domid, closing, self.settings.device_destroy_timeout)
 
     # -- tearing down ---------------------------------------------------------------------------
     def _teardown(self, dom: Domain, keep_vm: bool = False) -> None:
@@ -100,13 +141,15 @@ class LifecycleMixin:
         domid = dom.domid
         if domid is None:
             return
-        self._discard_xen_domain(domid)
+        # forgotten first: the event thread then leaves this domain alone while the
+        # backends of its devices are given device-destroy-timeout to go away
         with dom.lock:
             if dom.domid == domid:
                 dom.domid = None
                 dom.start_time = None
                 dom.shutdown_requested_at = None
                 dom.handled_domid = None
+        self._discard_xen_domain(domid)
         if not keep_vm and not any(d is not dom and d.uuid == dom.uuid and d.domid is not None
                                    for d in self._all()):
             dom.rm_vm()
@@ -126,7 +169,8 @@ class LifecycleMixin:
     def _balloon(self, need_kib: int) -> None:
         s = self.settings
         policy = BalloonPolicy(enabled=s.enable_ballooning, dom0_min_kib=s.dom0_min_mem * 1024,
-                               sleep=self.balloon_sleep)
+                               sleep=self.balloon_sleep,
+                               reserve_kib=s.total_available_memory * 1024 * 1024)
         free_memory(self.hv, need_kib, policy, self._set_dom0_target_kib)
 
     def _set_dom0_target_kib(self, kib: int) -> None:

@@ -48,6 +48,7 @@ class ManagedMixin:
                 raise VMBadState("Domain is already running")
             with self._reserve(d.config, exclude=d):
                 self._build(d, paused=True, fresh=True)
+                self._devices_ready(d)
         log.info("Domain %s (%d) started.", d.name, d.domid)
         if not bool_arg(start_paused):
             self.hv.unpause(d.domid)

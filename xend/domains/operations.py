@@ -99,7 +99,10 @@ class OperationsMixin:
                 raise VMBadState("Domain '%s' is not started" % dom)
             try:
                 self._teardown(d, keep_vm=True)
-                self._build(d, paused=info.paused, fresh=False)
+                self._build(d, paused=True, fresh=False)
+                self._devices_ready(d)
+                if not info.paused:
+                    self.hv.unpause(d.domid)
             except XendError:
                 raise
             except Exception as ex:  # noqa: BLE001
@@ -281,8 +284,10 @@ class OperationsMixin:
             d.write_dom("control/sysrq", key)
 
     def domain_waitForDevices(self, dom: Any) -> None:
-        """Simulated and bare domains have no device backends to wait for."""
-        self._get(dom)
+        """Block until the backends of the domain's devices are connected, at most
+        device-create-timeout seconds (VmError ``Device N (CLASS) could not be connected``).
+        Nothing to wait for on a host without device backends (the xenctrl backend)."""
+        self._wait_for_devices(self._get(dom))
 
     def domain_getRestartCount(self, dom: Any) -> str:
         d = self._get(dom)

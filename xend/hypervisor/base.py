@@ -116,6 +116,13 @@ class Hypervisor(abc.ABC):
 
     #: backend name shown by ``xm info`` ('xenctrl' or 'simulated')
     name: str = "abstract"
+    #: True when the host's device backends answer the device entries xend writes to the
+    #: store (``/local/domain/<b>/backend/<class>/<domid>/<devid>``: ``hotplug-status`` once
+    #: connected, the directory removed once closed), so xend publishes a new domain's
+    #: devices there and waits for them. The simulated host plays those backends; the
+    #: xenctrl backend builds empty domain shells, so xend keeps their devices as
+    #: configuration only.
+    device_backends: bool = False
 
     # -- host --------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -1,8 +1,10 @@
 """File primitives of the simulated hypervisor: atomic writes, a process-wide lock, a cached
 JSON file.
 
-Every state file is replaced atomically (temp file, fsync, rename), so a reader never takes a
-lock: it sees the old version or the new one. Writers serialise on ``flock`` of one lock file
+Every state file is replaced atomically (temp file, rename), so a reader never takes a
+lock: it sees the old version or the new one. There is no fsync: the simulated hypervisor's
+state stands for a hypervisor's memory, which must outlive any xend process (a rename does)
+but not a reboot of the machine (nothing a real hypervisor runs does either). Writers serialise on ``flock`` of one lock file
 (between processes) plus a reentrant thread lock (within one process: flock does not exclude
 two threads sharing one descriptor).
 """
@@ -24,7 +26,6 @@ def atomic_write(path: str, data: bytes, *, keep_open: bool = False) -> Optional
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
         os.replace(tmp, path)
     except BaseException:
         os.close(fd)

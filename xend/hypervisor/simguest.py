@@ -26,6 +26,10 @@ KNOBS: Dict[str, Tuple[type, object]] = {
     "load": (float, 0.1),               # fraction of each online vcpu in use
     "crash_after": (float, 0.0),        # crash by itself after this many seconds (0 = never)
     "console_interval": (float, 10.0),  # seconds between periodic console lines
+    # the host's device backends for this guest's devices (see SimulatedHypervisor.store_write)
+    "hotplug_hang": (bool, False),      # hotplug scripts never answer: devices never connect
+    "hotplug_error": (bool, False),     # hotplug scripts fail: devices report an error
+    "unplug_hang": (bool, False),       # backends never go away when their device is closed
 }
 BOOT_SECONDS = 0.5          # a guest shows 'r' (not 'b') while booting
 DOM0_LOAD = 0.02

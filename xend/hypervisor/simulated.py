@@ -16,6 +16,14 @@ State directory layout::
 Time-based behaviour is computed from timestamps when state is read (see simguest), so no
 background process is needed. Guests are tuned with ``sim.*`` words in their kernel command
 line (simguest.KNOBS).
+
+The simulated host also plays dom0's device backends and their hotplug scripts, through the
+store as in Xen: when a toolstack writes ``state`` = 1 (Initialising) into a backend directory
+``/local/domain/<b>/backend/<class>/<domid>/<devid>``, the backend connects at once
+(``hotplug-status`` = connected, ``state`` = 4); when it writes ``state`` = 5 (Closing), the
+backend goes away (its directory is removed). A guest's ``sim.hotplug_hang``,
+``sim.hotplug_error`` and ``sim.unplug_hang`` make its backends never answer, fail, or never
+go away.
 """
 from __future__ import annotations
 
@@ -47,6 +55,8 @@ DEFAULT_HOST_MEMORY_MIB = 16384
 DOMID_FIRST_RESERVED = 0x7FF0
 MAX_VCPUS = 512
 _SHUTDOWN_REQUEST = re.compile(r"^/local/domain/(\d+)/control/shutdown$")
+_BACKEND_STATE = re.compile(r"^(/local/domain/\d+/backend/[^/]+/(\d+)/[^/]+)/state$")
+XENBUS_INITIALISING, XENBUS_CONNECTED, XENBUS_CLOSING = "1", "4", "5"
 _READ_BATCH = 256
 
 
@@ -64,6 +74,7 @@ class SimulatedHypervisor(Hypervisor):
     """
 
     name = "simulated"
+    device_backends = True
 
     def __init__(self, state_path: str, host_memory_mib: Optional[int] = None,
                  host_cpus: Optional[int] = None, dom0_memory_mib: Optional[int] = None, *,
@@ -371,6 +382,30 @@ class SimulatedHypervisor(Hypervisor):
         match = _SHUTDOWN_REQUEST.match(path)
         if match and value in SHUTDOWN_REASONS:
             self._request_shutdown(int(match.group(1)), SHUTDOWN_REASONS[value])
+            return
+        match = _BACKEND_STATE.match(path)
+        if match and value in (XENBUS_INITIALISING, XENBUS_CLOSING):
+            self._backend_event(match.group(1), int(match.group(2)), value)
+
+    def _backend_event(self, backend: str, frontend_domid: int, state: str) -> None:
+        """dom0's backend driver and hotplug scripts, answering a device the toolstack set up
+        (Initialising) or closed (Closing); see the module docstring."""
+        with self._mutex:
+            self._load()
+            rec = self._index.get(frontend_domid)
+            knobs = rec["knobs"] if rec is not None else {}
+        if state == XENBUS_INITIALISING:
+            if knobs.get("hotplug_hang"):
+                return
+            if knobs.get("hotplug_error"):
+                self._store.write(backend + "/hotplug-error",
+                                  "simulated hotplug script failed (sim.hotplug_error)")
+                self._store.write(backend + "/hotplug-status", "error")
+                return
+            self._store.write(backend + "/hotplug-status", "connected")
+            self._store.write(backend + "/state", XENBUS_CONNECTED)
+        elif not knobs.get("unplug_hang"):
+            self._store.rm(backend)
 
     def _request_shutdown(self, domid: int, reason: int) -> None:
         """The guest sees the request; a cooperative one acts on it after its delay."""
@@ -437,7 +472,6 @@ class SimulatedHypervisor(Hypervisor):
                     raise _error(errno.EINVAL, f"page {pfn} is {len(data)} bytes")
                 os.pwrite(fd, data, pfn * PAGE_SIZE)
                 new_bits[pfn >> 3] |= 1 << (pfn & 7)
-            os.fsync(fd)
         finally:
             os.close(fd)
         with self._lock:

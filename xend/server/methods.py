@@ -30,6 +30,7 @@ def build_method_table(node) -> Dict[str, Callable]:
         "xend.domain": reg.domain,
         "xend.domains": reg.domains,
         "xend.domains_with_state": reg.domains_with_state,
+        "xend.domains_brief": reg.domains_brief,  # extension: only what `xm list` prints
         "xend.domain.configure": _unsupported,
         "xend.node.info": node.info,
         "xend.node.log": node.log_text,

@@ -7,6 +7,7 @@ fault codes here and only here.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import socketserver
 import ssl
@@ -52,6 +53,15 @@ def quirk_string(value: Any) -> Any:
     return value
 
 
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """Text that XML 1.0 can carry: characters it cannot are written as Python escapes
+    (a client's garbage echoed in an error message must not make the reply unparsable)."""
+    return _XML_INVALID.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 class XendDispatcher(SimpleXMLRPCDispatcher):
     """Dispatches exactly the names of the method table; nothing found by ``dir()``."""
 
@@ -70,16 +80,16 @@ class XendDispatcher(SimpleXMLRPCDispatcher):
         try:
             result = fn(*params)
         except errors.XendInvalidDomain as e:
-            raise Fault(errors.ERROR_INVALID_DOMAIN, str(e.dom))
+            raise Fault(errors.ERROR_INVALID_DOMAIN, xml_safe(str(e.dom)))
         except errors.XendError as e:
-            raise Fault(errors.ERROR_GENERIC, e.message)
+            raise Fault(errors.ERROR_GENERIC, xml_safe(e.message))
         except TypeError as e:
             # wrong number/kind of arguments from the client: its fault, not ours
             log.debug("Bad arguments for %s: %s", method, e)
-            raise Fault(errors.ERROR_INTERNAL, str(e))
+            raise Fault(errors.ERROR_INTERNAL, xml_safe(str(e)))
         except Exception as e:  # noqa: BLE001 - any other exception is an internal error
             log.exception("Internal error handling %s", method)
-            raise Fault(errors.ERROR_INTERNAL, str(e))
+            raise Fault(errors.ERROR_INTERNAL, xml_safe(str(e)))
         return quirk_string(to_wire(result))
 
 

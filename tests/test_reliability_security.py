@@ -1,0 +1,302 @@
+"""Security: xend's unix sockets are not reachable by another uid; HTTP and TCP XML-RPC are off
+by default; relocation refusals by hosts-allow are logged; request size limits are enforced
+and the daemon keeps serving after them."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Dict, Set
+
+import pytest
+
+from tests.daemon_helpers import XendInstance, free_port
+from xend import options
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEM_PYTHON = "/usr/bin/python3"      # world-executable, unlike a python under /root
+
+PROBE = r"""
+import socket, sys
+for path in sys.argv[1:]:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        s.connect(path)
+        s.sendall(b"POST /RPC2 HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+        print(path, "CONNECTED")
+    except PermissionError:
+        print(path, "EACCES")
+    except OSError as e:
+        print(path, "ERROR", e.errno)
+    finally:
+        s.close()
+"""
+
+
+def as_nobody(*paths: str) -> Dict[str, str]:
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        SYSTEM_PYTHON, "-I", "-c", PROBE, *paths],
+                       capture_output=True, text=True, timeout=30, cwd="/")
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines())
+
+
+@pytest.fixture
+def open_root():
+    """A directory every uid may traverse (pytest's tmp_path is private to root, which would
+    make the test pass for the wrong reason): only xend's own modes protect what is inside."""
+    d = Path(tempfile.mkdtemp(prefix="xend-sec-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.timeout(60)
+def test_unix_sockets_refuse_another_uid(open_root):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a client as nobody")
+    if not shutil.which("setpriv") or not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip("setpriv or /usr/bin/python3 missing")
+    port = free_port()
+    x = XendInstance(open_root / "x", extra=(
+        "(xend-unix-server yes)(xend-relocation-server yes)"
+        f"(xend-relocation-address 127.0.0.1)(xend-relocation-port {port})"))
+    for p in x.paths.values():      # every parent on the way is traversable by anyone
+        os.makedirs(p.parent, exist_ok=True)
+        os.chmod(p.parent, 0o755)
+    os.chmod(x.root, 0o755)
+    # control: a socket in the same kind of place, open to all, IS reachable by nobody
+    canary_dir = open_root / "canary"
+    canary_dir.mkdir(mode=0o755)
+    canary = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    canary.bind(str(canary_dir / "sock"))
+    os.chmod(canary_dir / "sock", 0o777)
+    canary.listen(4)
+    x.start()
+    try:
+        sockets = [str(x.paths["xend-unix-xmlrpc-path"]), str(x.paths["xend-unix-path"])]
+        if x.paths["xend-relocation-unix-path"].exists():
+            sockets.append(str(x.paths["xend-relocation-unix-path"]))
+        for s in sockets:
+            st = os.stat(s)
+            assert stat.S_ISSOCK(st.st_mode)
+            assert st.st_mode & 0o077 == 0, (s, oct(st.st_mode))
+            assert os.stat(os.path.dirname(s)).st_mode & 0o077 == 0, os.path.dirname(s)
+        got = as_nobody(str(canary_dir / "sock"), *sockets)
+        assert got[str(canary_dir / "sock")] == "CONNECTED", got
+        for s in sockets:
+            assert got[s] == "EACCES", (s, got)
+        assert x.answering()
+    finally:
+        canary.close()
+        x.stop()
+        x.kill()
+
+
+# -- nothing on TCP by default ----------------------------------------------------------------
+def socket_inodes(pid: int) -> Set[int]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(int(target[8:-1]))
+    return out
+
+
+def tcp_listeners(pid: int) -> Set[int]:
+    """Ports of the TCP sockets the process itself listens on (from /proc/net/tcp{,6},
+    matched by inode: other processes on this machine do not count)."""
+    mine = socket_inodes(pid)
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] == "0A" and int(f[9]) in mine:          # LISTEN
+                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@pytest.mark.timeout(60)
+def test_http_and_tcp_xmlrpc_off_by_default(tmp_path):
+    opts = options.load_options(str(tmp_path / "absent.sxp"))       # all defaults
+    assert opts["xend-http-server"] is False
+    assert opts["xend-tcp-xmlrpc-server"] is False
+    shipped = options.load_options(str(REPO / "etc" / "xen" / "xend-config.sxp"))
+    assert shipped["xend-http-server"] is False
+    assert shipped["xend-tcp-xmlrpc-server"] is False
+    assert shipped["xend-unix-server"] is False
+
+    x = XendInstance(tmp_path / "x")     # paths only: every server option at its default
+    x.start()
+    try:
+        pid = x.pid()
+        ports = tcp_listeners(pid)
+        assert 8000 not in ports and 8006 not in ports, ports
+        assert ports == set(), f"xend listens on TCP by default: {ports}"
+        assert not x.paths["xend-unix-path"].exists()        # HTTP/SXP unix socket off too
+        # control: the same check sees a listener when one is configured
+        web, rpc = free_port(), free_port()
+        x.stop()
+        x.write_config(f"(xend-http-server yes)(xend-address 127.0.0.1)(xend-port {web})"
+                       f"(xend-tcp-xmlrpc-server yes)(xend-tcp-xmlrpc-server-address 127.0.0.1)"
+                       f"(xend-tcp-xmlrpc-server-port {rpc})")
+        x.start()
+        assert {web, rpc} <= tcp_listeners(x.pid())
+    finally:
+        x.stop()
+        x.kill()
+
+
+# -- hosts-allow ---------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_hosts_allow_refusal_is_logged(tmp_path):
+    port = free_port()
+    x = XendInstance(tmp_path / "x", extra=(
+        "(xend-relocation-server yes)(xend-relocation-address 127.0.0.1)"
+        f"(xend-relocation-port {port})(xend-relocation-hosts-allow '^no-such-host\\\\.example$')"))
+    x.start()
+    try:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", port), timeout=15)
+            s.sendall(b"(receive)\n")
+            s.shutdown(socket.SHUT_WR)
+            reply = b""
+            try:
+                while True:
+                    b = s.recv(4096)
+                    if not b:
+                        break
+                    reply += b
+            except ConnectionResetError:
+                pass
+            s.close()
+            assert b"(ready" not in reply and b"(ok" not in reply, reply
+        x.wait_for(lambda: "Rejected connection from 127.0.0.1" in
+                   x.paths["logfile"].read_text(), timeout=15)
+        assert x.answering()
+    finally:
+        x.stop()
+        x.kill()
+
+
+# -- request size limits -----------------------------------------------------------------------
+def raw_exchange(path: str, head: bytes, body_chunks=(), timeout: float = 15) -> bytes:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    try:
+        s.sendall(head)
+        try:
+            for chunk in body_chunks:
+                s.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reply = b""
+        while True:
+            try:
+                b = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not b:
+                break
+            reply += b
+            if b"\r\n\r\n" in reply:
+                break
+        return reply
+    finally:
+        s.close()
+
+
+@pytest.mark.timeout(90)
+def test_request_size_limits(tmp_path):
+    port = free_port()
+    x = XendInstance(tmp_path / "x", extra=(
+        "(xend-unix-server yes)(xend-relocation-server yes)(xend-relocation-address 127.0.0.1)"
+        f"(xend-relocation-port {port})"))
+    x.start()
+    try:
+        from xend.server.xmlrpc import MAX_BODY
+        rpc = str(x.paths["xend-unix-xmlrpc-path"])
+        before = threads(x.pid())
+        # XML-RPC: a declared body over the limit -> 413 at once, nothing read
+        head = (b"POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+                b"Content-Length: %d\r\n\r\n" % (MAX_BODY + 1))
+        reply = raw_exchange(rpc, head)
+        assert reply.startswith(b"HTTP/1.") and b" 413 " in reply.split(b"\r\n")[0], reply[:200]
+        # ... and when the client really sends it (17 MiB streamed)
+        chunk = b"<" * (1 << 20)
+        reply = raw_exchange(rpc, head, [chunk] * 17)
+        assert b" 413 " in reply.split(b"\r\n")[0], reply[:200]
+        # a huge declared length on a keep-alive connection does not make it wait for it
+        reply = raw_exchange(rpc, b"POST /RPC2 HTTP/1.1\r\nHost: x\r\n"
+                                  b"Content-Length: 99999999999999999999\r\n\r\n")
+        assert b" 413 " in reply.split(b"\r\n")[0], reply[:200]
+        # the daemon keeps serving, with no thread left behind
+        assert x.proxy().xend.domains_with_state(False, "all", False) == ["Domain-0"]
+        x.wait_for(lambda: threads(x.pid()) <= before + 2, timeout=15)
+
+        # HTTP/SXP: its own (smaller) body limit
+        from xend.server.http import MAX_BODY as HTTP_MAX_BODY, MAX_LINE
+        web = str(x.paths["xend-unix-path"])
+        reply = raw_exchange(web, b"POST /xend/domain HTTP/1.1\r\nHost: x\r\n"
+                                  b"Content-Type: application/x-www-form-urlencoded\r\n"
+                                  b"Content-Length: %d\r\n\r\n" % (HTTP_MAX_BODY + 1),
+                             [b"x" * (HTTP_MAX_BODY + 1)])
+        assert b" 413 " in reply.split(b"\r\n")[0], reply[:200]
+        reply = raw_exchange(web, b"GET /" + b"a" * (MAX_LINE + 10) + b" HTTP/1.1\r\n\r\n")
+        status = reply.split(b"\r\n")[0]
+        assert status.startswith(b"HTTP/1.") and status.split()[1][:1] == b"4", status
+
+        # relocation: an endless request line is cut off
+        s = socket.create_connection(("127.0.0.1", port), timeout=15)
+        try:
+            try:
+                for _ in range(64):
+                    s.sendall(b"(" + b"a" * 65536)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            data = b""
+            try:
+                while True:
+                    b = s.recv(4096)
+                    if not b:
+                        break
+                    data += b
+            except ConnectionResetError:
+                pass
+            assert b"(ready" not in data
+        finally:
+            s.close()
+        assert x.proxy().xend.domains_with_state(False, "all", False) == ["Domain-0"]
+    finally:
+        x.stop()
+        x.kill()
+
+
+def threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_probe_script_itself_runs():
+    """The nobody probe uses only the stdlib of the system python."""
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip("no /usr/bin/python3")
+    r = subprocess.run([SYSTEM_PYTHON, "-I", "-c", PROBE, "/nonexistent/sock"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "ERROR" in r.stdout, r.stdout + r.stderr
