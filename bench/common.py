@@ -176,8 +176,8 @@ class Fleet:
 
     ``sim_in_ram``: the simulated hypervisor's state directory (what stands for the
     hypervisor's memory and xenstored's database, both RAM on a real host) goes on tmpfs
-    (/dev/shm) instead of the temp dir on disk. Every xenstore write of the simulator is an
-    fsync'ed file replacement, so on disk the simulator's storage, not xend, sets the pace of
+    (/dev/shm) instead of the temp dir on disk. Every xenstore write of the simulator is a
+    file replacement (rename, no fsync), so on disk the file system sets part of the pace of
     create/destroy (see bench/RESULTS.md)."""
 
     MEM_MIB = 1

@@ -84,7 +84,7 @@ def run(cycles: int = 50) -> List[Row]:
                 anchor, lv, (">=", 0.25), "simulated hypervisor state on tmpfs"),
             Row("create+destroy", "the same, simulator state on disk", rates[False], "/s",
                 anchor, lv, None,
-                "simulated hypervisor state on ext4: every xenstore write an fsync'ed file")]
+                "simulated hypervisor state on ext4: every xenstore write a renamed file")]
 
 
 def main() -> None:

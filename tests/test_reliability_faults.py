@@ -211,7 +211,9 @@ def test_disk_full_while_saving(xend, tmp_path):
         r = xend.xm("save", "victim", str(full / "victim.img"))
         assert r.returncode != 0
         assert "No space left on device" in r.stderr, r.stderr
+        assert str(full / "victim.img") in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
+        assert not (full / "victim.img").exists(), "a torn image was left behind"
         rec = xend.proxy().xend.domain("victim")
         assert field(rec, "uuid") == uuid
         state = field(rec, "state")

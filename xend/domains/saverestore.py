@@ -38,11 +38,26 @@ class SaveRestoreMixin:
         except OSError as ex:
             raise XendError("can't write guest state file %s: %s" % (path, ex.strerror)) \
                 from None
-        with os.fdopen(fd, "wb") as f:
-            self.save_to_stream(d, f, live=False, keep_running=bool_arg(checkpoint))
-            f.flush()
-            if stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # not /dev/null, a pipe...
-                os.fsync(f.fileno())
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)  # not /dev/null, a pipe...
+        try:
+            with os.fdopen(fd, "wb") as f:
+                self.save_to_stream(d, f, live=False, keep_running=bool_arg(checkpoint))
+                f.flush()
+                if regular:
+                    os.fsync(f.fileno())
+        except (OSError, XendError) as ex:
+            # disk full and the like (save_to_stream resumed the domain and re-raised the
+            # OSError as a XendError): a torn image is worse than none, so it goes
+            cause = ex if isinstance(ex, OSError) else ex.__cause__
+            if not isinstance(cause, OSError):
+                raise
+            if regular:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            raise XendError("can't write guest state file %s: %s"
+                            % (path, cause.strerror or cause)) from None
 
     def _save_checks(self, dom: Any, verb: str) -> Domain:
         d = self._get(dom)
