@@ -11,7 +11,6 @@ The pid file names the server (P3), as in the original.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import queue

@@ -14,6 +14,7 @@ import tempfile
 from typing import Any, List, Optional, Tuple
 
 from xend import sxp
+from xend.fsutil import fsync_dir
 
 log = logging.getLogger("xend.XendDomain")
 
@@ -62,13 +63,13 @@ class ManagedStore:
             except OSError:
                 pass
             raise
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
     def delete(self, uuid: str) -> None:
         directory = self.domain_dir(uuid)
         if os.path.isdir(directory):
             shutil.rmtree(directory, ignore_errors=True)
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
 
     # -- reading -------------------------------------------------------------------------------
     def load_all(self) -> List[Tuple[str, Any]]:
@@ -119,16 +120,3 @@ class ManagedStore:
                     log.info("Removed unfinished managed config %s", os.path.join(directory, name))
                 except OSError:
                     pass
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

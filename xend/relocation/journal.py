@@ -20,6 +20,7 @@ import os
 import re
 import time
 from typing import Any, Dict, List, Optional
+from xend.fsutil import fsync_dir
 
 log = logging.getLogger("xend.relocate")
 
@@ -47,14 +48,14 @@ class Journal:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _sync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def remove(self, kind: str, uuid: str) -> None:
         try:
             os.unlink(self._path(kind, uuid))
         except FileNotFoundError:
             return
-        _sync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def entries(self, kind: Optional[str] = None) -> List[Dict[str, Any]]:
         try:
@@ -75,16 +76,3 @@ class Journal:
             doc.update(kind=m.group(1), uuid=m.group(2))
             out.append(doc)
         return out
-
-
-def _sync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -23,13 +23,13 @@ import logging
 import re
 import socket
 import socketserver
-import struct
 from http.server import BaseHTTPRequestHandler
 from typing import Any, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 from xmlrpc.client import Fault
 
 from xend import errors, sxp
+from xend.server import unixsock
 from xend.server import http_forms
 from xend.server.http_resources import (BadRequest, BodyTooLarge, HttpError, LengthRequired,
                                         Request, Response, build_tree, resolve)
@@ -302,13 +302,7 @@ class XendHTTPHandler(BaseHTTPRequestHandler):
 
 class UnixHTTPHandler(XendHTTPHandler):
     def address_string(self) -> str:
-        try:
-            creds = self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                               struct.calcsize("3i"))
-            pid, uid, _gid = struct.unpack("3i", creds)
-            return f"unix:pid={pid},uid={uid}"
-        except OSError:
-            return "unix"
+        return unixsock.peer_description(self.connection)
 
 
 # -- servers ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 
 
 class SocketInUse(OSError):
@@ -76,3 +77,13 @@ def remove_if_ours(path: str, inode: int) -> None:
             os.unlink(path)
     except OSError:
         pass
+
+
+def peer_description(sock: socket.socket) -> str:
+    """``unix:pid=P,uid=U`` of the peer of a connected AF_UNIX socket (SO_PEERCRED)."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _gid = struct.unpack("3i", creds)
+        return f"unix:pid={pid},uid={uid}"
+    except OSError:
+        return "unix"

@@ -11,13 +11,13 @@ import re
 import socket
 import socketserver
 import ssl
-import struct
 import threading
 from typing import Any, Callable, Dict, Optional
 from xmlrpc.client import Binary, Fault
 from xmlrpc.server import SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
 
 from xend import errors
+from xend.server import unixsock
 
 log = logging.getLogger("xend.XMLRPCServer")
 
@@ -121,13 +121,7 @@ class UnixRequestHandler(XendRequestHandler):
     disable_nagle_algorithm = False  # TCP_NODELAY on AF_UNIX raises EOPNOTSUPP
 
     def address_string(self) -> str:
-        try:
-            creds = self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                               struct.calcsize("3i"))
-            pid, uid, gid = struct.unpack("3i", creds)
-            return f"unix:pid={pid},uid={uid}"
-        except OSError:
-            return "unix"
+        return unixsock.peer_description(self.connection)
 
 
 class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
