@@ -146,3 +146,23 @@ def test_brief_listing_prints_exactly_what_the_full_records_print(host, tmp_path
         # cpu time moves between the two calls; every other column must be identical
         strip = lambda text: [line[:69] for line in text.splitlines()]  # noqa: E731
         assert strip(brief) == strip(full), state
+
+
+def test_domain_made_by_another_tool_is_adopted_while_xend_runs(host):
+    """As the original did on @introduceDomain: xl (here: a second client of the same
+    simulated hypervisor) creates a domain; xend lists it and can act on it."""
+    import uuid as uuidmod
+    from xend.hypervisor.base import DomainSpec
+    from xend.hypervisor.simulated import SimulatedHypervisor
+    other_tool = SimulatedHypervisor(str(host.paths["simulated-state-path"]), create=False)
+    domid = other_tool.create_domain(DomainSpec(name="byxl", uuid=str(uuidmod.uuid4()),
+                                                memory_kib=64 * 1024, maxmem_kib=64 * 1024))
+    other_tool.store_write(f"/local/domain/{domid}/name", "byxl")
+    other_tool.unpause(domid)
+    rows = host.wait_for(lambda: list_rows(ok(host.xm("list"))).get("byxl"))
+    assert rows[0] == str(domid) and rows[1] == "64"
+    ok(host.xm("pause", "byxl"))
+    assert state(host, "byxl")[2] == "p"
+    ok(host.xm("destroy", "byxl"))
+    host.wait_for(lambda: "byxl" not in list_rows(ok(host.xm("list"))))
+    assert all(i.domid != domid for i in other_tool.list_domains())

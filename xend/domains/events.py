@@ -67,6 +67,22 @@ class EventsMixin:
                 self._dispatch(dom, domid, SHUTDOWN_NAMES.get(info.shutdown_reason, "halt"))
             else:
                 self._check_shutdown_timeout(dom, domid, now)
+        self._adopt_newcomers(infos)
+
+    def _adopt_newcomers(self, infos: dict) -> None:
+        """Domains another tool (xl, ...) created while xend runs are adopted as at start,
+        as the original did on @introduceDomain. A domain this xend is building or tearing
+        down is recognised by its uuid (held by a reservation or by its Domain)."""
+        with self._lock:
+            known_ids = {d.domid for d in self._domains.values() if d.domid is not None}
+            known_uuids = {d.uuid for d in self._domains.values()} | set(self._reserved_uuids)
+        for domid, info in sorted(infos.items()):
+            if domid == 0 or domid in known_ids or info.dying or info.uuid in known_uuids:
+                continue
+            try:
+                self._add(self._adopt(info))
+            except Exception:  # noqa: BLE001 - one odd domain must not stop the loop
+                log.exception("Failed to create reference to running domain id: %d", domid)
 
     def _pull_console(self, domid: int) -> None:
         def source() -> bytes:
