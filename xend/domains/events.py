@@ -24,6 +24,10 @@ _ACTION_KEYS = {"poweroff": "on_poweroff", "reboot": "on_reboot", "crash": "on_c
 _COREDUMP_ACTIONS = ("coredump-destroy", "coredump-restart")
 
 
+#: seconds after which a domain another tool made is adopted even without a memory target
+NEWCOMER_SETTLE = 30.0
+
+
 class EventsMixin:
     # -- the loop -------------------------------------------------------------------------------
     def _event_loop(self) -> None:
@@ -76,9 +80,24 @@ class EventsMixin:
         with self._lock:
             known_ids = {d.domid for d in self._domains.values() if d.domid is not None}
             known_uuids = {d.uuid for d in self._domains.values()} | set(self._reserved_uuids)
+        seen = self.__dict__.setdefault("_newcomers_seen", {})
+        for gone in set(seen) - set(infos):
+            del seen[gone]
+        now = time.monotonic()
         for domid, info in sorted(infos.items()):
             if domid == 0 or domid in known_ids or info.dying or info.uuid in known_uuids:
                 continue
+            # Another toolstack writes the domain's name early and its memory target when the
+            # build is done (libxl: build_post): adopt it then, not half-built; a tool that
+            # never writes a target gets its domain adopted after NEWCOMER_SETTLE seconds.
+            first = seen.setdefault(domid, now)
+            base = f"/local/domain/{domid}"
+            if self._store_read(base + "/name") is None:
+                continue
+            built = self._store_read(base + "/memory/target") is not None
+            if not (built or now - first >= NEWCOMER_SETTLE):
+                continue
+            seen.pop(domid, None)
             try:
                 self._add(self._adopt(info))
             except Exception:  # noqa: BLE001 - one odd domain must not stop the loop

@@ -264,7 +264,11 @@ class LifecycleMixin:
             cfgmod.check_name(name)
         except XendError:
             name = f"Domain-{info.domid}"
-        mem = max(1, info.mem_kib // 1024)
+        target = self._store_read(f"/local/domain/{info.domid}/memory/target")  # KiB
+        try:
+            mem = max(1, int(target) // 1024)
+        except (TypeError, ValueError):
+            mem = max(1, info.mem_kib // 1024)
         return cfgmod.DomainConfig(name=name, uuid=info.uuid, memory=mem,
                                    maxmem=max(mem, info.maxmem_kib // 1024),
                                    vcpus=info.max_vcpu_id + 1)
