@@ -80,7 +80,7 @@ class EventsMixin:
         with self._lock:
             known_ids = {d.domid for d in self._domains.values() if d.domid is not None}
             known_uuids = {d.uuid for d in self._domains.values()} | set(self._reserved_uuids)
-        seen = self.__dict__.setdefault("_newcomers_seen", {})
+        seen = self._newcomers_seen
         for gone in set(seen) - set(infos):
             del seen[gone]
         now = time.monotonic()

@@ -82,6 +82,7 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
         self._domains: Dict[int, Domain] = {}
         self._reserved: Dict[str, str] = {}         # name -> uuid of creations in progress
         self._reserved_uuids: Set[str] = set()
+        self._newcomers_seen: Dict[int, float] = {}  # domid -> when a foreign domain was first seen
         self._balloon_lock = threading.Lock()
         self._stop = threading.Event()
         self._event_thread: Optional[threading.Thread] = None
