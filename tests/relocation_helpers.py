@@ -20,7 +20,6 @@ import pytest
 from tests.daemon_helpers import XendInstance, free_port
 
 REPO = Path(__file__).resolve().parent.parent
-PAGE = 4096
 
 
 class Host(XendInstance):
@@ -112,24 +111,24 @@ def memory_digest(state: Path, domid: int) -> str:
 
 
 def restored_digest(state: Path, domid: int) -> str:
-    """SHA-256 of the memory a restore wrote into the simulated domain (its ``pages`` file,
-    every page of which must be marked written): the memory as it arrived, whatever the guest
-    has dirtied since it was unpaused."""
+    """SHA-256 of the memory a restore wrote into the simulated domain (what it stored, every
+    page of which must be marked written): the memory as it arrived, whatever the guest has
+    dirtied since it was unpaused."""
+    from xend.hypervisor.simpages import StoredPages
+    from xend.hypervisor.simulated import SimulatedHypervisor
     d = state / "dom" / str(domid)
     bitmap = (d / "written").read_bytes()
-    from xend.hypervisor.simulated import SimulatedHypervisor
     hv = SimulatedHypervisor(str(state), create=False)
     try:
         n = hv.nr_pages(domid)
+        uuid = hv.domain_info(domid).uuid
     finally:
         hv.close()
     missing = [p for p in range(n) if not bitmap[p >> 3] & (1 << (p & 7))]
     assert not missing, f"{len(missing)} pages never written, e.g. {missing[:5]}"
     h = hashlib.sha256()
-    with open(d / "pages", "rb") as f:
-        for p in range(n):
-            data = f.read(PAGE)
-            h.update(data.ljust(PAGE, b"\0"))
+    for data in StoredPages(str(d)).as_stored(uuid, n):
+        h.update(data)
     return h.hexdigest()
 
 

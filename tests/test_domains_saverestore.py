@@ -6,6 +6,7 @@ import hashlib
 import io
 import logging
 import re
+import socket
 import struct
 import threading
 import time
@@ -52,9 +53,9 @@ def test_image_layout(env):
     assert config[0] == "domain" and sxp.child_value(config, "name") == "g1"
     assert "domid" not in [k[0] for k in config[1:]]
     rest = data[20 + length:]
-    assert rest[:8] == b"XendPage"
+    assert rest[:8] == b"XendPag2"
     assert struct.unpack(">IQ", rest[8:20]) == (PAGE_SIZE, 4 * 256)
-    assert len(rest) == 20 + 4 * 256 * (8 + PAGE_SIZE) + 8 + 8 + 32
+    assert len(rest) == 20 + 4 * 256 * (8 + PAGE_SIZE) + 8 + 8 + 4
     cfg, pages = read_image(io.BytesIO(data))
     assert sxp.child_value(cfg, "uuid") == child(env.reg.domain("g1"), "uuid")
     assert pages.nr_pages == 1024
@@ -87,6 +88,40 @@ def test_damaged_memory_is_refused(env):
     cfg, pages = read_image(io.BytesIO(bytes(data[:-5000])))
     with pytest.raises(XendError, match="truncated"):
         pages.drain()
+
+
+@pytest.mark.parametrize("sizes", [[1 << 20], [1, 7, 4103, 4105, 65536, 3, 12, 8]],
+                         ids=["large", "cut-anywhere"])
+def test_stream_over_a_socket_kept_open(env, sizes):
+    """A migration sender keeps the connection open after the image, waiting for the verdict:
+    the reader takes the pages in large reads, completes records a read cut wherever it cut
+    them, and finishes at the end marker without waiting for more."""
+    started(env.reg, vm("g1", memory=4))
+    data = save_bytes(env, "g1", keep_running=True)
+    a, b = socket.socketpair()
+    done = threading.Event()
+
+    def send() -> None:
+        view, i = memoryview(data), 0
+        while view:
+            n = sizes[i % len(sizes)]
+            a.sendall(view[:n])
+            view, i = view[n:], i + 1
+        done.wait(30)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        b.settimeout(20)
+        _, pages = read_image(b.makefile("rb"))
+        received = {pfn: bytes(page) for pfn, page in pages}
+        assert pages.finished and pages.records == len(received) == 4 * 256
+        assert pages_digest(received.items()) == pages_digest(read_image(io.BytesIO(data))[1])
+    finally:
+        done.set()
+        sender.join(10)
+        a.close()
+        b.close()
 
 
 # -- save / restore ------------------------------------------------------------------------------

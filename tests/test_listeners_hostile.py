@@ -210,6 +210,51 @@ def test_oversized_body_and_missing_length(xend, name):
     assert_alive(xend, name)
 
 
+def read_all(s: socket.socket) -> bytes:
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    return out
+
+
+@pytest.mark.parametrize("name", XMLRPC)
+def test_request_heads_as_http_requires(xend, name):
+    """The XML-RPC listeners' own header parser: names in any case, keep-alive and close,
+    100-continue, and the statuses of the standard library's for what it refuses."""
+    ep = xend.endpoints[name]
+    body = xmlrpc.client.dumps((False,), "xend.domains").encode()
+    head = (b"POST /RPC2 HTTP/1.1\r\nhOsT: x\r\ncontent-LENGTH: " + str(len(body)).encode()
+            + b"\r\n")
+    s = open_socket(ep)
+    with s:
+        s.sendall(head + b"\r\n" + body + head + b"Connection: close\r\n\r\n" + body)
+        replies = read_all(s)       # the server closes after the second, as asked
+    assert replies.count(b"HTTP/1.1 200 OK\r\n") == 2 and replies.count(b"Domain-0") == 2
+    s = open_socket(ep)
+    with s:
+        s.sendall(b"POST /RPC2 HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        reply = read_all(s)         # HTTP/1.0: one request, then closed
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and b"Domain-0" in reply
+    s = open_socket(ep)
+    with s:
+        s.sendall(head + b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            interim += s.recv(1)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")
+        s.sendall(body)
+        assert b"Domain-0" in read_all(s)
+    for request, status in ((b"POST /RPC2 HTTP/1.1\r\nno colon\r\n\r\n", 400),
+                            (b"POST /RPC2 HTTP/1.1\r\n Folded: x\r\n\r\n", 400),
+                            (b"POST /RPC2 HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
+                            (b"POST /RPC2 HTTP/1.1\r\nX: " + b"y" * 70000 + b"\r\n\r\n", 431)):
+        reply = outcome(ep, request)
+        assert reply is not None and reply[0] == status, (request[:40], reply)
+    # as the standard library's: an unsupported version is told in a page without a head
+    assert b"505" in raw_outcome(name, ep, b"POST /RPC2 HTTP/2.0\r\n\r\n")
+    assert_alive(xend, name)
+
+
 @pytest.mark.parametrize("name", XMLRPC + HTTP)
 def test_garbage_bytes(xend, name):
     ep = xend.endpoints[name]

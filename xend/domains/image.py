@@ -7,7 +7,7 @@ Layout::
     config length                   4 bytes, big-endian signed
     config                          the domain record, sxp.to_string, latin-1
     -- memory section (ours; the original's came from libxenguest's xc_save) --
-    "XendPage"                      8 bytes: memory section magic
+    "XendPag2"                      8 bytes: memory section magic
     page size                       4 bytes, big-endian unsigned (4096)
     page count                      8 bytes, big-endian unsigned: the domain's nr_pages
     records                         repeated: pfn (8 bytes big-endian) + page size bytes
@@ -15,19 +15,27 @@ Layout::
                                     rewrote it; the last copy wins)
     end marker                      pfn 0xFFFFFFFFFFFFFFFF
     record count                    8 bytes, big-endian: records before the end marker
-    checksum                        32 bytes: SHA-256 over every record (pfn + data) in order
+    checksum                        4 bytes, big-endian: CRC-32 (zlib's) over every record
+                                    (pfn + data) in order
 
 A reader verifies the record count and checksum when it reaches the end marker, so a
-truncated or damaged stream is refused before the restored domain is unpaused.
+truncated or damaged stream is refused before the restored domain is unpaused. The checksum
+is for accidental damage (a disk, a truncated copy, a network path): it is not a signature,
+nor could an unkeyed hash of any strength be one, and CRC-32 costs the stream half what
+SHA-256 would (zlib 2.3 GB/s against 1.4 GB/s here), on both ends. The first version of this
+section ("XendPage") ended with SHA-256; such an image is refused as of an unknown format.
 """
 from __future__ import annotations
 
-import hashlib
+import functools
+import itertools
 import logging
 import struct
 import time
+import zlib
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import (Any, BinaryIO, Callable, Generator, Iterable, Iterator, List, Optional,
+                    Tuple)
 
 from xend import sxp
 from xend.errors import XendError
@@ -36,10 +44,11 @@ from xend.hypervisor.base import PAGE_SIZE, Hypervisor
 log = logging.getLogger("xend.XendCheckpoint")
 
 SIGNATURE = b"LinuxGuestRecord"
-MEMORY_MAGIC = b"XendPage"
+MEMORY_MAGIC = b"XendPag2"
 END_PFN = 0xFFFFFFFFFFFFFFFF
 MAX_CONFIG = 16 * 1024 * 1024       # a record is a few KiB; refuse absurd lengths
 BATCH = 256                         # pages read from the hypervisor per call
+READ_RECORDS = 255                  # records asked of the image file or socket per read
 
 # live save: stop iterating when a round sends at most this many pages, or after this
 # many rounds, or when the dirty set stops shrinking
@@ -51,6 +60,23 @@ Step = Callable[[int], None]                # device migration step 1/2/3 (refer
 
 _PFN = struct.Struct(">Q")
 _HEADER = struct.Struct(">8sIQ")
+TAIL_SIZE = 8 + 4                   # after the end marker: record count, checksum
+
+
+class Crc32:
+    """zlib's CRC-32 behind hashlib's interface (update, digest, hexdigest)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: Any) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(4, "big")
+
+    def hexdigest(self) -> str:
+        return "%08x" % self.value
 
 
 @dataclass
@@ -69,7 +95,7 @@ class _Writer:
         self.done = 0
         self.total = total
         self.progress = progress
-        self.digest = hashlib.sha256()
+        self.digest = Crc32()
         self.records = 0
 
     def raw(self, data: bytes) -> None:
@@ -82,19 +108,20 @@ class _Writer:
             self.progress(self.done, max(self.total, self.done))
 
     def pages(self, hv: Hypervisor, domid: int, pfns: Iterable[int]) -> int:
-        """Send the pages ``pfns``, a batch (one hypervisor read, one write) at a time."""
+        """Send the pages ``pfns`` (one hypervisor read), a block of BATCH records a write."""
         pfns = list(pfns)
-        for i in range(0, len(pfns), BATCH):
-            chunks: List[bytes] = []
-            for pfn, data in hv.read_pages(domid, pfns[i:i + BATCH]):
-                if len(data) != PAGE_SIZE:
-                    raise XendError(f"page {pfn} is {len(data)} bytes, not {PAGE_SIZE}")
-                chunks.append(_PFN.pack(pfn))
-                chunks.append(data)
-            block = b"".join(chunks)
+        pages = hv.read_pages(domid, pfns)
+        pack = _PFN.pack
+        for first in range(0, len(pfns), BATCH):
+            count = min(BATCH, len(pfns) - first)
+            block = b"".join([part for pfn, data in itertools.islice(pages, count)
+                              for part in (pack(pfn), data)])
+            if len(block) != count * (_PFN.size + PAGE_SIZE):
+                raise XendError(f"the hypervisor gave pages of pfns {pfns[first]}.. that are "
+                                f"not {PAGE_SIZE} bytes each")
             self.digest.update(block)
             self.out.write(block)
-            self.records += len(chunks) // 2
+            self.records += count
             self.done += len(block)
             self._report()
         return len(pfns)
@@ -117,7 +144,7 @@ def write_image(hypervisor: Hypervisor, domain_config_sxp: Any, domid: int, out:
     config = sxp.to_string(domain_config_sxp).encode("utf-8")
     nr_pages = hv.nr_pages(domid)
     total = len(SIGNATURE) + 4 + len(config) + _HEADER.size + \
-        nr_pages * (_PFN.size + PAGE_SIZE) + _PFN.size + 8 + 32
+        nr_pages * (_PFN.size + PAGE_SIZE) + _PFN.size + TAIL_SIZE
     w = _Writer(out, total, progress)
     stats = SaveStats()
     w.raw(SIGNATURE)
@@ -183,10 +210,11 @@ def _live_pages(hv: Hypervisor, domid: int, nr_pages: int, w: _Writer, stats: Sa
 
 
 # -- reading --------------------------------------------------------------------------------------
-def _read_exact(f: BinaryIO, n: int) -> bytes:
+def _read_exact(f: BinaryIO, n: int, read: Optional[Callable[[int], bytes]] = None) -> bytes:
+    read = read or f.read
     chunks = []
     while n > 0:
-        chunk = f.read(n)
+        chunk = read(n)
         if not chunk:
             break
         chunks.append(chunk)
@@ -195,20 +223,32 @@ def _read_exact(f: BinaryIO, n: int) -> bytes:
 
 
 class PageStream:
-    """Iterator of (pfn, page bytes) from an image's memory section; raises XendError on a
-    damaged stream, and checks the record count and checksum at the end. The section header
-    is read on first use (``nr_pages`` or iteration), so a caller can check the config
-    before the memory arrives."""
+    """Iterator of (pfn, page) from an image's memory section, the page a read-only buffer
+    (memoryview) of PAGE_SIZE bytes; raises XendError on a damaged stream, and checks the
+    record count and checksum at the end. The section header is read on first use
+    (``nr_pages`` or iteration), so a caller can check the config before the memory arrives.
+
+    Records are taken a read at a time: ``read1`` where the file has it (one read of the
+    socket or file: up to READ_RECORDS records, whatever has arrived), the record a read cut
+    completed by exactly the bytes it lacks. A well-formed stream always holds those, so a
+    sender that waits for our verdict after its last byte is never waited for (what a sender
+    wrote after the image without waiting may be consumed with its last read)."""
 
     def __init__(self, f: BinaryIO):
         self._f = f
+        read1 = getattr(f, "read1", None)
+        # without read1, a read of more than the next record header could wait for ever
+        self._read1 = read1 or (lambda n: _read_exact(f, _PFN.size))
+        self._exact = (lambda n: _read_exact(f, n, read1)) if read1 else \
+            (lambda n: _read_exact(f, n))
         self._nr_pages: Optional[int] = None
         self.page_size = PAGE_SIZE
         self.records = 0
         self.bytes = 0
         self.finished = False
         self.checksum = ""
-        self._digest = hashlib.sha256()
+        self._digest = Crc32()
+        self._pages: Iterator[Tuple[int, memoryview]] = self._records()
 
     @property
     def nr_pages(self) -> int:
@@ -223,35 +263,75 @@ class PageStream:
             self.bytes += len(head)
         return self._nr_pages
 
-    def __iter__(self) -> Iterator[Tuple[int, bytes]]:
+    def __iter__(self) -> Iterator[Tuple[int, memoryview]]:
         return self
 
-    def __next__(self) -> Tuple[int, bytes]:
-        nr_pages = self.nr_pages
-        if self.finished:
-            raise StopIteration
-        head = _read_exact(self._f, _PFN.size)
-        if len(head) != _PFN.size:
-            raise XendError("not a valid guest state file: memory image truncated")
-        (pfn,) = _PFN.unpack(head)
-        if pfn == END_PFN:
-            self._finish()
-            raise StopIteration
-        if pfn >= nr_pages:
-            raise XendError(f"not a valid guest state file: page {pfn} beyond "
-                            f"{nr_pages} pages")
-        data = _read_exact(self._f, self.page_size)
-        if len(data) != self.page_size:
-            raise XendError("not a valid guest state file: memory image truncated")
-        self._digest.update(head)
-        self._digest.update(data)
-        self.records += 1
-        self.bytes += len(head) + len(data)
-        return pfn, data
+    def __next__(self) -> Tuple[int, memoryview]:
+        return next(self._pages)
 
-    def _finish(self) -> None:
-        tail = _read_exact(self._f, 8 + 32)
-        if len(tail) != 40:
+    def _records(self) -> Iterator[Tuple[int, memoryview]]:
+        self.nr_pages                   # the section header comes first
+        size = _PFN.size + self.page_size
+        while True:
+            data = self._read1(READ_RECORDS * size)
+            if not data:
+                raise XendError("not a valid guest state file: memory image truncated")
+            whole = len(data) // size
+            if (yield from self._piece(data, whole)):
+                return
+            if whole * size < len(data):
+                record = self._complete(data[whole * size:], size)
+                if (yield from self._piece(record, len(record) // size)):
+                    return
+
+    def _piece(self, data: bytes, whole: int) -> Generator[Tuple[int, memoryview], None, bool]:
+        """Yield the ``whole`` records that start ``data``, up to an end marker; True when
+        the marker was among them or right after them (the stream is then finished)."""
+        size = _PFN.size + self.page_size
+        pfns = _pfn_table(whole).unpack_from(data) if whole else ()
+        end: Optional[int] = None
+        if END_PFN in pfns:
+            end = pfns.index(END_PFN)
+            pfns = pfns[:end]
+        elif len(data) >= whole * size + _PFN.size and \
+                _PFN.unpack_from(data, whole * size)[0] == END_PFN:
+            end = whole
+        if pfns and max(pfns) >= self.nr_pages:
+            bad = next(pfn for pfn in pfns if pfn >= self.nr_pages)
+            raise XendError(f"not a valid guest state file: page {bad} beyond "
+                            f"{self.nr_pages} pages")
+        view = memoryview(data)
+        count = len(pfns)
+        self._digest.update(view[:count * size])
+        self.records += count
+        self.bytes += count * size
+        yield from zip(pfns, [view[o:o + self.page_size]
+                              for o in range(_PFN.size, count * size, size)])
+        if end is None:
+            return False
+        self._finish(view[count * size + _PFN.size:])
+        return True
+
+    def _complete(self, part: bytes, size: int) -> bytes:
+        """The record that begins with ``part``, completed from the file: ``size`` bytes, or
+        the end marker and the tail that follows it."""
+        if len(part) < _PFN.size:
+            part += self._exact(_PFN.size - len(part))
+            if len(part) < _PFN.size:
+                raise XendError("not a valid guest state file: memory image truncated")
+        (pfn,) = _PFN.unpack_from(part)
+        want = (_PFN.size + TAIL_SIZE if pfn == END_PFN else size) - len(part)
+        if want > 0:
+            part += self._exact(want)
+        if len(part) < _PFN.size + (TAIL_SIZE if pfn == END_PFN else self.page_size):
+            raise XendError("not a valid guest state file: memory image truncated")
+        return part
+
+    def _finish(self, after_marker: memoryview) -> None:
+        tail = bytes(after_marker[:TAIL_SIZE])
+        if len(tail) < TAIL_SIZE:
+            tail += self._exact(TAIL_SIZE - len(tail))
+        if len(tail) != TAIL_SIZE:
             raise XendError("not a valid guest state file: memory image truncated")
         (count,) = struct.unpack(">Q", tail[:8])
         if count != self.records or tail[8:] != self._digest.digest():
@@ -263,6 +343,12 @@ class PageStream:
     def drain(self) -> None:
         for _ in self:
             pass
+
+
+@functools.lru_cache(maxsize=None)
+def _pfn_table(count: int) -> struct.Struct:
+    """Unpacks the pfns of ``count`` consecutive records in one call."""
+    return struct.Struct(">" + "Q%dx" % PAGE_SIZE * count)
 
 
 def read_image(fileobj: BinaryIO) -> Tuple[Any, PageStream]:

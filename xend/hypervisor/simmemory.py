@@ -14,7 +14,7 @@ import hashlib
 import math
 import random
 import struct
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from .base import PAGE_SIZE
 
@@ -40,6 +40,27 @@ def page_bytes(uuid: str, pfn: int, generation: int) -> bytes:
     pool, mult = _pool(uuid)
     off = ((pfn * 0x9E3779B1 + generation * 0x85EBCA77) * mult >> 7) % _POOL_SPAN
     return _HEADER.pack(pfn, generation) + pool[off:off + PAGE_SIZE - _HEADER.size]
+
+
+def is_page(uuid: str, pfn: int, generation: int, data: bytes) -> bool:
+    """Whether ``data`` (4096 bytes) is ``page_bytes(uuid, pfn, generation)``, compared in
+    place (no page is built)."""
+    pool, mult = _pool(uuid)
+    off = ((pfn * 0x9E3779B1 + generation * 0x85EBCA77) * mult >> 7) % _POOL_SPAN
+    return _HEADER.unpack_from(data) == (pfn, generation) and \
+        pool.startswith(memoryview(data)[_HEADER.size:], off)
+
+
+def pages_bytes(uuid: str, pfns: Sequence[int], generations: Sequence[int]) -> List[bytes]:
+    """``page_bytes`` of many pages at once (a batch of a save or migration)."""
+    pool, mult = _pool(uuid)
+    pack = _HEADER.pack
+    body = PAGE_SIZE - _HEADER.size
+    out = []
+    for pfn, gen in zip(pfns, generations):
+        off = ((pfn * 0x9E3779B1 + gen * 0x85EBCA77) * mult >> 7) % _POOL_SPAN
+        out.append(pack(pfn, gen) + pool[off:off + body])
+    return out
 
 
 class DirtyMap:
@@ -73,6 +94,15 @@ class DirtyMap:
         if i is None:
             return 0
         return k // self.wss + (1 if i < k % self.wss else 0)
+
+    def generations(self, pfns: Sequence[int], k: int) -> List[int]:
+        """``generation(pfn, k)`` of each of ``pfns``."""
+        if k <= 0:
+            return [0] * len(pfns)
+        full, part = divmod(k, self.wss)
+        a_inv, b, n, wss = self._a_inv, self._b, self.n, self.wss
+        return [full + (i < part) if i < wss else 0
+                for i in [(a_inv * (pfn - b)) % n for pfn in pfns]]
 
     def written_between(self, pfn: int, k0: int, k1: int) -> bool:
         """Whether an event with index in [k0, k1) wrote ``pfn``."""

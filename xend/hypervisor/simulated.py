@@ -10,8 +10,8 @@ State directory layout::
     console-ring         the hypervisor's console ring (xm dmesg)
     store/<shard>.json   the store (xenstore analog), see simstore
     dom/<domid>/aux.json console read position, dirty-log position, write epoch
-    dom/<domid>/pages    sparse file: pages written by write_pages (restore / migrate)
-    dom/<domid>/written  bitmap of the pfns present in ``pages``
+    dom/<domid>/pages, generations, written
+                         the pages given by write_pages (restore / migrate), see simpages
 
 Time-based behaviour is computed from timestamps when state is read (see simguest), so no
 background process is needed. Guests are tuned with ``sim.*`` words in their kernel command
@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import re
@@ -42,10 +43,11 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 from ..errors import HypervisorError
 from . import simguest as guest
 from . import simhost
-from .base import (PAGE_SIZE, SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_REASONS, DomainInfo,
+from .base import (SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_REASONS, DomainInfo,
                    DomainSpec, Hypervisor, PhysInfo, VcpuInfo, VersionInfo)
 from .simfiles import CachedJson, StateLock, atomic_write, dumps, read_json, write_json
-from .simmemory import DirtyMap, page_bytes
+from .simmemory import DirtyMap
+from .simpages import StoredPages
 from .simstore import SimStore
 
 log = logging.getLogger(__name__)
@@ -432,61 +434,40 @@ class SimulatedHypervisor(Hypervisor):
         return self._iter_pages(domid, iter(pfns))
 
     def _iter_pages(self, domid: int, pfns: Iterator[int]) -> Iterator[Tuple[int, bytes]]:
-        written = self._read_bitmap(domid)
+        stored_pages = self._stored(domid)
+        written = stored_pages.bitmap()
+        table = stored_pages.generations(len(written) * 8) if any(written) else None
         written_k = self._aux(domid)["written_k"]
-        fd = -1
-        if any(written):
-            fd = os.open(os.path.join(self._aux_dir(domid), "pages"), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            while True:
-                batch = [pfn for _, pfn in zip(range(_READ_BATCH), pfns)]
-                if not batch:
-                    return
-                rec, now = self._guest(domid)   # a running guest keeps writing meanwhile
-                n, k, dmap = rec["mem_kib"] // 4, guest.dirty_events(rec, now), self._map(rec)
-                for pfn in batch:
-                    if not isinstance(pfn, int) or not 0 <= pfn < n:
-                        raise _error(errno.EINVAL, f"pfn {pfn!r} out of range")
-                    if _bit(written, pfn) and not dmap.written_between(pfn, written_k, k):
-                        data = os.pread(fd, PAGE_SIZE, pfn * PAGE_SIZE).ljust(PAGE_SIZE, b"\0")
-                    else:
-                        data = page_bytes(rec["uuid"], pfn, dmap.generation(pfn, k))
-                    yield pfn, data
-        finally:
-            if fd >= 0:
-                os.close(fd)
+        while True:
+            batch = list(itertools.islice(pfns, _READ_BATCH))
+            if not batch:
+                return
+            rec, now = self._guest(domid)       # a running guest keeps writing meanwhile
+            n, k, dmap = rec["mem_kib"] // 4, guest.dirty_events(rec, now), self._map(rec)
+            if not all(type(pfn) is int for pfn in batch) or min(batch) < 0 or max(batch) >= n:
+                bad = next(p for p in batch if not isinstance(p, int) or not 0 <= p < n)
+                raise _error(errno.EINVAL, f"pfn {bad!r} out of range")
+            gens: List[Optional[int]] = dmap.generations(batch, k)   # type: ignore[assignment]
+            if table is not None:
+                nbits, moved = len(written) * 8, k > written_k
+                for i, pfn in enumerate(batch):
+                    if pfn < nbits and written[pfn >> 3] >> (pfn & 7) & 1 and \
+                            not (moved and dmap.written_between(pfn, written_k, k)):
+                        gen = table[pfn]
+                        gens[i] = gen - 1 if gen else None
+            yield from zip(batch, stored_pages.read(rec["uuid"], batch, gens))
 
     def write_pages(self, domid: int, pages: Iterable[Tuple[int, bytes]]) -> None:
         rec, _ = self._guest(domid)
-        n = rec["mem_kib"] // 4
-        new_bits = bytearray((n + 7) // 8)
-        # the data goes in without the lock (only this domain's restore writes it); the lock
-        # is taken at the end to publish the pages in the bitmap
-        fd = os.open(os.path.join(self._aux_dir(domid), "pages"),
-                     os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            for pfn, data in pages:
-                if not isinstance(pfn, int) or not 0 <= pfn < n:
-                    raise _error(errno.EINVAL, f"pfn {pfn!r} out of range")
-                if len(data) != PAGE_SIZE:
-                    raise _error(errno.EINVAL, f"page {pfn} is {len(data)} bytes")
-                os.pwrite(fd, data, pfn * PAGE_SIZE)
-                new_bits[pfn >> 3] |= 1 << (pfn & 7)
-        finally:
-            os.close(fd)
+        stored_pages = self._stored(domid)
+        new_bits = stored_pages.store(rec["uuid"], rec["mem_kib"] // 4, pages)
         with self._lock:
             rec, now = self._guest(domid)
             k = guest.dirty_events(rec, now)
             aux = self._aux(domid)
-            old = self._read_bitmap(domid)
-            if k > aux["written_k"] and any(old):
-                # pages stored earlier that the guest has since overwritten are stale
-                for pfn in self._map(rec).dirtied(aux["written_k"], k):
-                    if pfn < len(old) * 8:
-                        old[pfn >> 3] &= ~(1 << (pfn & 7)) & 0xFF
-            size = max(len(old), len(new_bits))
-            merged = (int.from_bytes(old, "little") | int.from_bytes(new_bits, "little"))
-            atomic_write(self._bitmap_path(domid), merged.to_bytes(size, "little"))
+            # pages stored earlier that the guest has overwritten since are stale
+            stale = self._map(rec).dirtied(aux["written_k"], k) if k > aux["written_k"] else ()
+            stored_pages.publish(new_bits, stale)
             aux["written_k"] = k
             self._save_aux(domid, aux)
 
@@ -530,8 +511,8 @@ class SimulatedHypervisor(Hypervisor):
     def _aux_dir(self, domid: int) -> str:
         return os.path.join(self._dir, "dom", str(domid))
 
-    def _bitmap_path(self, domid: int) -> str:
-        return os.path.join(self._aux_dir(domid), "written")
+    def _stored(self, domid: int) -> StoredPages:
+        return StoredPages(self._aux_dir(domid))
 
     def _reset_aux(self, domid: int) -> None:
         shutil.rmtree(self._aux_dir(domid), ignore_errors=True)
@@ -546,13 +527,6 @@ class SimulatedHypervisor(Hypervisor):
 
     def _save_aux(self, domid: int, aux: dict) -> None:
         write_json(os.path.join(self._aux_dir(domid), "aux.json"), aux)
-
-    def _read_bitmap(self, domid: int) -> bytearray:
-        try:
-            with open(self._bitmap_path(domid), "rb") as f:
-                return bytearray(f.read())
-        except FileNotFoundError:
-            return bytearray()
 
     # -- console and events --------------------------------------------------------------------
     def read_console(self, domid: int) -> bytes:
@@ -595,8 +569,3 @@ class SimulatedHypervisor(Hypervisor):
 def _check_kib(kib: int) -> None:
     if not isinstance(kib, int) or kib <= 0:
         raise _error(errno.EINVAL, f"bad memory size {kib!r}")
-
-
-def _bit(bitmap: bytearray, pfn: int) -> bool:
-    byte = pfn >> 3
-    return byte < len(bitmap) and bool(bitmap[byte] & (1 << (pfn & 7)))

@@ -14,15 +14,12 @@ import time
 from typing import Any, Callable, Optional
 
 from xend import sxp
-from xend.domains.image import LIVE_MAX_ROUNDS
+from xend.domains.image import LIVE_MAX_ROUNDS, MAX_CONFIG, MEMORY_MAGIC, SIGNATURE, TAIL_SIZE
 from xend.errors import VmError
 from xend.relocation.journal import Journal
 
 log = logging.getLogger("xend.relocate")
 
-SIGNATURE = b"LinuxGuestRecord"
-MAX_CONFIG = 16 * 1024 * 1024
-MEMORY_MAGIC = b"XendPage"
 _MEMORY_HEADER = struct.Struct(">8sIQ")     # magic, page size, page count (domains.image)
 GRACE_SECONDS = 120         # then an incoming stream must average MIN_RATE
 MIN_RATE = 64 * 1024        # bytes per second
@@ -54,7 +51,13 @@ class IncomingStream:
         self.limit: Optional[int] = None
 
     def read(self, n: int = -1) -> bytes:
-        data = self.stream.read(n)
+        return self._took(self.stream.read(n))
+
+    def read1(self, n: int = -1) -> bytes:
+        """What one read of the stream gives (the image reader's bulk reads)."""
+        return self._took(self.stream.read1(n))
+
+    def _took(self, data: bytes) -> bytes:
         if data:
             self.total += len(data)
             if self.stage != "body":
@@ -98,7 +101,7 @@ class IncomingStream:
         if self.stage == "memory" and len(head) >= self.config_end + _MEMORY_HEADER.size:
             magic, page_size, nr_pages = _MEMORY_HEADER.unpack_from(head, self.config_end)
             if magic == MEMORY_MAGIC and 0 < page_size <= 1 << 21:
-                self.limit = self.config_end + _MEMORY_HEADER.size + 48 + \
+                self.limit = self.config_end + _MEMORY_HEADER.size + 8 + TAIL_SIZE + \
                     nr_pages * (8 + page_size) * (LIVE_MAX_ROUNDS + 2)
             self._body()
 
