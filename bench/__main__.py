@@ -54,7 +54,8 @@ def run_script(name: str, args: List[str], timeout: float) -> Optional[str]:
 
 
 def xmlrpc_rows(seconds: float) -> List[Row]:
-    out = run_script("xmlrpc_calls.py", ["--seconds", str(seconds), "--clients", "1", "4"], 600)
+    out = run_script("xmlrpc_calls.py",
+                     ["--seconds", str(seconds), "--clients", "1", "2", "4"], 600)
     if out is None:
         return [Row("xmlrpc", "bench/xmlrpc_calls.py", None, "/s", note="absent or failed")]
     table = {}

@@ -7,7 +7,7 @@ its own process serving a trivial method. Each client is its own process with it
 keep-alive connection; it calls for ``--seconds`` after a short warm-up. Prints a table of
 calls/s (all clients together) and p50/p99 latency per call.
 
-    python3 bench/xmlrpc_calls.py [--seconds 3] [--clients 1 4] [--domains 0]
+    python3 bench/xmlrpc_calls.py [--seconds 3] [--clients 1 2 4] [--domains 0]
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import argparse
 import http.client
 import multiprocessing as mp
 import os
+import shutil
 import socket
 import socketserver
 import statistics
@@ -124,7 +125,7 @@ def anchor_main(path: str, ready) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--clients", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--domains", type=int, default=0,
                     help="small domains to create in xend before measuring")
     a = ap.parse_args()
@@ -164,6 +165,7 @@ def main() -> int:
         xend.stop()
         anchor.terminate()
         anchor.join(5)
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
-import subprocess
 from typing import Any, List, Mapping, Optional
 
 from xend.server.listeners import Listeners
@@ -98,6 +96,7 @@ class Node:
             return
         cmd = [words[0] if os.path.isabs(words[0])
                else os.path.join(self.opts["xend-scripts-path"], words[0]), "start", *words[1:]]
+        import subprocess       # only when a network-script is configured
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
                                   stdin=subprocess.DEVNULL)
@@ -114,10 +113,10 @@ class Node:
         hv = self.hypervisor
         phys = hv.physinfo()
         ver = hv.version()
-        uname = platform.uname()
+        uname = os.uname()
         mib = 1024
         pairs = [
-            ["system", uname.system], ["host", uname.node], ["release", uname.release],
+            ["system", uname.sysname], ["host", uname.nodename], ["release", uname.release],
             ["version", uname.version], ["machine", uname.machine],
             ["nr_cpus", phys.nr_cpus], ["nr_nodes", phys.nr_nodes],
             ["cores_per_socket", phys.cores_per_socket],

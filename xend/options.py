@@ -42,7 +42,6 @@ Decisions (see also the shipped file's comments):
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -875,6 +874,7 @@ def parse_options(text: str | bytes, source: str = "<string>") -> Options:
 
 def _unknown_warning(where: str, name: str) -> str:
     known = list(BY_NAME) + list(ALIASES)
+    import difflib          # only for a misspelt option
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"{where}: unknown option {name!r} ignored{hint}"

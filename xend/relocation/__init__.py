@@ -23,17 +23,33 @@ from typing import Any
 log = logging.getLogger("xend.relocate")
 
 
+class LazyMigrator:
+    """The registry's ``migrator``: the sender (``client.Migrator``, with the TLS and migration
+    tool modules behind it) is imported at the first migration, not at every start."""
+
+    def __init__(self, node: Any, journal: Any):
+        self._node = node
+        self._journal = journal
+        self._migrator: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._migrator is None:
+            from xend.relocation.client import Migrator
+            node = self._node
+            self._migrator = Migrator(lambda: node.domains, lambda: node.opts, self._journal)
+        return self._migrator(*args, **kwargs)
+
+
 def attach(node: Any) -> None:
     """Install the migrator on ``node.domains`` and run crash recovery (once per registry)."""
-    from xend.relocation.client import Migrator
     from xend.relocation.journal import Journal
     from xend.relocation.recovery import recover
 
     reg = node.domains
-    if reg is None or isinstance(getattr(reg, "migrator", None), Migrator):
+    if reg is None or isinstance(getattr(reg, "migrator", None), LazyMigrator):
         return
     journal = Journal(os.path.join(node.opts["xend-state-path"], "relocation"))
-    reg.migrator = Migrator(lambda: node.domains, lambda: node.opts, journal)
+    reg.migrator = LazyMigrator(node, journal)
     try:
         recover(reg, journal)
     except Exception:  # noqa: BLE001 - recovery problems must not stop xend

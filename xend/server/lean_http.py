@@ -78,16 +78,13 @@ class LeanRequestMixin:
                             "Bad request syntax (%r)" % requestline)
             return False
         command, path, version = words
-        try:
-            if not version.startswith("HTTP/"):
-                raise ValueError
-            major, minor = (int(n) for n in version[5:].split(".", 1))
-            if major < 0 or minor < 0 or len(version) > 10:
-                raise ValueError
-        except ValueError:
+        numbers = version[5:].split(".")
+        if not version.startswith("HTTP/") or len(numbers) != 2 or \
+                not all(n.isdigit() and n.isascii() and len(n) <= 10 for n in numbers):
             self.send_error(HTTPStatus.BAD_REQUEST,                 # type: ignore[attr-defined]
                             "Bad request version (%r)" % version)
             return False
+        major, minor = int(numbers[0]), int(numbers[1])
         if major != 1:
             self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,  # type: ignore[attr-defined]
                             "Invalid HTTP version (%s)" % version)
