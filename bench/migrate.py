@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 from tests.daemon_helpers import free_port  # noqa: E402
 from tests.relocation_helpers import Host, create, openssl_cert  # noqa: E402
 from xend.relocation.connection import client_tls_context  # noqa: E402
-from xend.relocation.server import server_tls_context  # noqa: E402
+from xend.server.xmlrpc import server_tls_context  # noqa: E402
 
 MIB = 1024 * 1024
 CHUNK = MIB

@@ -12,11 +12,9 @@ calls/s (all clients together) and p50/p99 latency per call.
 from __future__ import annotations
 
 import argparse
-import http.client
 import multiprocessing as mp
 import os
 import shutil
-import socket
 import socketserver
 import statistics
 import sys
@@ -28,23 +26,12 @@ from xmlrpc.server import SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.daemon_helpers import XendInstance  # noqa: E402
+from tests.daemon_helpers import UnixHTTPConnection, XendInstance  # noqa: E402
 
 WARMUP = 0.3
 
 
 # -- client ---------------------------------------------------------------------------------
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("localhost", timeout=30)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
-
-
 class KeepAliveUnixTransport(xmlrpc.client.Transport):
     """One connection for the life of the transport (the stdlib's keep-alive, on AF_UNIX)."""
 
@@ -54,7 +41,7 @@ class KeepAliveUnixTransport(xmlrpc.client.Transport):
 
     def make_connection(self, host):
         if self._connection[1] is None:
-            self._connection = (host, UnixConnection(self.unix_path))
+            self._connection = (host, UnixHTTPConnection(self.unix_path))
         return self._connection[1]
 
 

@@ -16,6 +16,7 @@ from xend import errors
 from xend.relocation import acl, connection, protocol, server
 from xend.relocation.receiver import Receiver
 from xend.relocation.acl import PeerName
+from xend.server.xmlrpc import server_tls_context
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -308,7 +309,7 @@ def make_cert(tmp_path, name="srv"):
 @pytest.fixture
 def tls_server(tcp_server, tmp_path):
     key, cert = make_cert(tmp_path)
-    srv = tcp_server(ssl_context=server.server_tls_context(cert, key))
+    srv = tcp_server(ssl_context=server_tls_context(cert, key))
     return srv, cert
 
 

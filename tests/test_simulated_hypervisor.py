@@ -427,6 +427,20 @@ def test_a_guest_s_own_pages_are_stored_as_generations(state, tmp_path):
     assert os.stat(stored).st_blocks * 512 <= 4 * 4096      # the two foreign pages, not n
 
 
+@pytest.mark.parametrize("bad", [-1, "n", None, "7", 2.0])
+def test_bad_pfns_are_refused_and_nothing_is_stored(hv, bad):
+    domid = hv.create_domain(_spec())
+    n = hv.nr_pages(domid)
+    bad = n if bad == "n" else bad
+    with pytest.raises(HypervisorError) as e:
+        list(hv.read_pages(domid, [0, 1, bad]))
+    assert e.value.errno == errno.EINVAL and repr(bad) in str(e.value)
+    before = hv.memory_checksum(domid)
+    with pytest.raises(HypervisorError) as e:
+        hv.write_pages(domid, [(bad, b"x" * 4096)])
+    assert e.value.errno == errno.EINVAL and hv.memory_checksum(domid) == before
+
+
 @settings(max_examples=60, deadline=None, database=None)
 @given(n=st.integers(1, 300), wss=st.integers(1, 300), k0=st.integers(0, 2000),
        span=st.integers(0, 700))

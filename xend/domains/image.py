@@ -239,8 +239,7 @@ class PageStream:
         read1 = getattr(f, "read1", None)
         # without read1, a read of more than the next record header could wait for ever
         self._read1 = read1 or (lambda n: _read_exact(f, _PFN.size))
-        self._exact = (lambda n: _read_exact(f, n, read1)) if read1 else \
-            (lambda n: _read_exact(f, n))
+        self._exact = lambda n: _read_exact(f, n, read1)     # read1, else f.read
         self._nr_pages: Optional[int] = None
         self.page_size = PAGE_SIZE
         self.records = 0

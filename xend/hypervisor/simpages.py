@@ -112,7 +112,7 @@ class StoredPages:
             run: List[bytes] = []       # verbatim pages of consecutive pfns: one pwritev
             first = nxt = -1
             for pfn, data in pages:
-                if type(pfn) is not int or not 0 <= pfn < n:
+                if not isinstance(pfn, int) or not 0 <= pfn < n:
                     raise HypervisorError(errno.EINVAL, f"pfn {pfn!r} out of range")
                 if len(data) != PAGE_SIZE:
                     raise HypervisorError(errno.EINVAL, f"page {pfn} is {len(data)} bytes")

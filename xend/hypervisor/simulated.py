@@ -444,9 +444,9 @@ class SimulatedHypervisor(Hypervisor):
                 return
             rec, now = self._guest(domid)       # a running guest keeps writing meanwhile
             n, k, dmap = rec["mem_kib"] // 4, guest.dirty_events(rec, now), self._map(rec)
-            if not all(type(pfn) is int for pfn in batch) or min(batch) < 0 or max(batch) >= n:
-                bad = next(p for p in batch if not isinstance(p, int) or not 0 <= p < n)
-                raise _error(errno.EINVAL, f"pfn {bad!r} out of range")
+            bad = [p for p in batch if not isinstance(p, int) or not 0 <= p < n]
+            if bad:
+                raise _error(errno.EINVAL, f"pfn {bad[0]!r} out of range")
             gens: List[Optional[int]] = dmap.generations(batch, k)   # type: ignore[assignment]
             if table is not None:
                 nbits, moved = len(written) * 8, k > written_k

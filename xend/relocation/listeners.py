@@ -22,6 +22,7 @@ from typing import List, Mapping, Optional
 
 from xend.relocation.journal import Journal
 from xend.server.listeners import ListenerError, ListenerSpec, unix_listener
+from xend.server.xmlrpc import server_tls_context
 
 log = logging.getLogger("xend.relocate")
 
@@ -93,7 +94,7 @@ def relocation_specs(opts: Mapping, node) -> List[ListenerSpec]:
             if not key_file or not cert_file:
                 raise ListenerError("RelocationServer-ssl: xend-relocation-server-ssl-key-file "
                                     "and xend-relocation-server-ssl-cert-file must both be set")
-            ctx = server.server_tls_context(cert_file, key_file)
+            ctx = server_tls_context(cert_file, key_file)
             return server.TCPRelocationServer(ssl_addr, receiver, hosts_allow, ssl_context=ctx)
 
         specs.append(ListenerSpec("RelocationServer-ssl", (ssl_addr, key_file, cert_file),

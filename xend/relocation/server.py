@@ -210,13 +210,7 @@ class TCPRelocationServer(RelocationServerMixin, socketserver.TCPServer):
         self.ssl_context = ssl_context
         socketserver.TCPServer.__init__(self, address, RelocationHandler,
                                         bind_and_activate=False)
-        self.socket.set_inheritable(False)
-        try:
-            self._bind_retrying(bind_retry)
-            self.server_activate()
-        except BaseException:
-            self.server_close()
-            raise
+        self.bind_and_listen(lambda: self._bind_retrying(bind_retry))
 
     def _bind_retrying(self, retry: float) -> None:
         deadline = time.monotonic() + retry
@@ -246,10 +240,3 @@ class UnixRelocationServer(RelocationServerMixin, socketserver.UnixStreamServer)
         socketserver.BaseServer.__init__(self, "", RelocationHandler)
         self.socket = sock
         self.server_address = sock.getsockname()
-
-
-def server_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file)
-    return ctx

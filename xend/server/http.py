@@ -326,10 +326,4 @@ class TCPHTTPServer(BoundedThreadingMixIn, socketserver.TCPServer):
     def __init__(self, address: tuple, node):
         self.resources = build_tree(node)
         socketserver.TCPServer.__init__(self, address, XendHTTPHandler, bind_and_activate=False)
-        self.socket.set_inheritable(False)
-        try:
-            self.server_bind()
-            self.server_activate()
-        except BaseException:
-            self.server_close()
-            raise
+        self.bind_and_listen()

@@ -121,12 +121,15 @@ class XendRequestHandler(LeanRequestMixin, SimpleXMLRPCRequestHandler):
             return                          # the error has been sent
         # the dispatcher turns every failure into a fault; it does not raise
         response = self.server._marshaled_dispatch(data, None, self.path)
-        extra: tuple = ()
+        self.send_response(200)
+        self.send_header("Content-type", "text/xml")
         if self.encode_threshold is not None and len(response) > self.encode_threshold \
                 and self.accept_encodings().get("gzip", 0):
             response = gzip_encode(response)
-            extra = (("Content-Encoding", "gzip"),)
-        self.send_whole_response(200, "text/xml", response, extra)
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-length", str(len(response)))
+        self.end_headers()
+        self.wfile.write(response)      # buffered: head and body leave in one write
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         if log.isEnabledFor(logging.DEBUG):
@@ -176,6 +179,17 @@ class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
     def prepare_request(self, request) -> None:
         """Hook run in the connection's own thread (the TLS handshake goes here)."""
 
+    def bind_and_listen(self, bind: Optional[Callable[[], None]] = None) -> None:
+        """Bind (``bind``, else ``server_bind``) and listen, closing the socket if either
+        fails: for servers made with ``bind_and_activate=False``."""
+        self.socket.set_inheritable(False)
+        try:
+            (bind or self.server_bind)()
+            self.server_activate()
+        except BaseException:
+            self.server_close()
+            raise
+
     def handle_error(self, request, client_address) -> None:
         log.debug("error serving %r", client_address, exc_info=True)
 
@@ -202,13 +216,7 @@ class TCPXMLRPCServer(BoundedThreadingMixIn, socketserver.TCPServer):
         self.ssl_context = ssl_context
         self.logRequests = False
         socketserver.TCPServer.__init__(self, address, XendRequestHandler, bind_and_activate=False)
-        self.socket.set_inheritable(False)
-        try:
-            self.server_bind()
-            self.server_activate()
-        except BaseException:
-            self.server_close()
-            raise
+        self.bind_and_listen()
 
     def get_request(self):
         sock, addr = self.socket.accept()
