@@ -1,5 +1,7 @@
-"""etc/xen/scripts/network-bridge: safe on a host without Xen. These tests never set
-XEN_NETWORK_BRIDGE_APPLY=1 together with a usable `ip`, so the host network is not touched."""
+"""etc/xen/scripts/network-bridge: acts on a Xen dom0, safe elsewhere. These tests never let
+it act with a usable `ip` (no XEN_NETWORK_BRIDGE_APPLY=1, no dom0 capabilities file, unless
+PATH has no `ip`), so the host network is not touched. (tests/xen: it makes the bridge in
+a real dom0.)"""
 from __future__ import annotations
 
 import os
@@ -29,7 +31,8 @@ def test_executable_posix_sh():
 def test_start_only_prints_the_plan_by_default():
     p = run("start", "bridge=xbrtest0", "netdev=nosuchdev9", "vifnum=0")
     assert p.returncode == 0, p.stderr
-    assert "plan only (XEN_NETWORK_BRIDGE_APPLY is not 1)" in p.stdout
+    assert ("plan only (not a Xen control domain and XEN_NETWORK_BRIDGE_APPLY is not 1)"
+            in p.stdout)
     assert "would run: ip link add name xbrtest0 type bridge" in p.stdout
     assert "would run: ip link set dev nosuchdev9 master xbrtest0" in p.stdout
     assert "ignoring vifnum=0" in p.stdout
@@ -51,6 +54,18 @@ def test_without_bridge_tools_it_reports_the_plan():
     assert "would run: ip link add name xbrtest0 type bridge" in p.stdout
     p = run("status", env=env)
     assert p.returncode == 0 and "not installed" in p.stdout
+
+
+def test_on_a_dom0_it_acts_unless_told_not_to(tmp_path):
+    caps = tmp_path / "capabilities"
+    caps.write_text("control_d\n")
+    dom0 = {"PATH": "/nonexistent", "XEN_CAPABILITIES_FILE": str(caps)}
+    p = run("start", "bridge=xbrtest0", "netdev=eth9", env=dom0)
+    # it would act: the only thing missing is the ip tool (kept off PATH here)
+    assert "plan only (the ip tool (iproute2) is not installed)" in p.stdout, p.stdout
+    p = run("start", "bridge=xbrtest0", "netdev=eth9",
+            env=dict(dom0, XEN_NETWORK_BRIDGE_APPLY="0"))
+    assert "plan only (XEN_NETWORK_BRIDGE_APPLY is 0)" in p.stdout, p.stdout
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="as root the script would really act")

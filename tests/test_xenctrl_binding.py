@@ -12,7 +12,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from xend.errors import HypervisorError
-from xend.hypervisor import libxen, make_hypervisor
+from xend.hypervisor import libxen, libxl_api, make_hypervisor
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,7 +45,7 @@ def test_every_bound_xenstore_function_is_exported():
 
 def test_a_missing_library_names_its_package():
     with pytest.raises(HypervisorError) as caught:
-        libxen._load("libxenctrl.so.0.404", "libxenmisc4.17", {})
+        libxen.load_library("libxenctrl.so.0.404", "libxenmisc4.17", {})
     assert caught.value.errno == errno.ENOENT and "libxenmisc4.17" in caught.value.message
 
 
@@ -67,6 +67,7 @@ C_TYPES: Dict[type, str] = {
     libxen.xc_domaininfo_t: "xc_domaininfo_t",
     libxen.xen_domctl_createdomain: "struct xen_domctl_createdomain",
     libxen.xen_domctl_sched_credit: "struct xen_domctl_sched_credit",
+    libxen.xen_domctl_sched_credit2: "struct xen_domctl_sched_credit2",
     libxen.xen_arch_domainconfig: "struct xen_arch_domainconfig",
     libxen.xc_vcpuinfo_t: "xc_vcpuinfo_t",
     libxen.xc_error: "xc_error",
@@ -101,16 +102,37 @@ def _fields(struct: type) -> List[Tuple[str, int, int]]:
             for name, *_ in struct._fields_]
 
 
-def _c_program(types: Dict[type, str]) -> str:
-    lines = ["#include <stdio.h>", "#include <stddef.h>", "#include <stdint.h>",
-             "#include <xenctrl.h>", "#include <xenstore.h>", "#include <xen/version.h>",
-             "int main(void) {"]
+LIBXL_INCLUDES = ("libxl.h", "libxl_event.h", "xentoollog.h")
+#: the libxl binding's own Structures and their C types
+LIBXL_C_TYPES: Dict[type, str] = {
+    libxl_api.xentoollog_logger: "xentoollog_logger",
+    libxl_api.libxl_childproc_hooks: "libxl_childproc_hooks",
+    libxl_api.libxl_domain_restore_params: "libxl_domain_restore_params",
+}
+LIBXL_C_CONSTANTS = {
+    "XTL_DEBUG": "XTL_DEBUG", "XTL_INFO": "XTL_INFO", "XTL_WARN": "XTL_WARN",
+    "XTL_ERROR": "XTL_ERROR", "XTL_CRITICAL": "XTL_CRITICAL",
+    "LIBXL_SIGCHLD_OWNER_LIBXL": "libxl_sigchld_owner_libxl",
+    "LIBXL_SIGCHLD_OWNER_LIBXL_ALWAYS_SELECTIVE_REAP":
+        "libxl_sigchld_owner_libxl_always_selective_reap",
+    "LIBXL_SUSPEND_LIVE": "LIBXL_SUSPEND_LIVE", "LIBXL_SUSPEND_DEBUG": "LIBXL_SUSPEND_DEBUG",
+}
+
+
+def _c_program(types: Dict[type, str], constants: Dict[str, str] = C_CONSTANTS,
+               includes=("xenctrl.h", "xenstore.h", "xen/version.h"),
+               opaque: Dict[str, int] = None) -> str:
+    lines = ["#include <stdio.h>", "#include <stddef.h>", "#include <stdint.h>"]
+    lines += [f"#include <{h}>" for h in includes]
+    lines.append("int main(void) {")
     for struct, c_type in types.items():
         lines.append(f'  printf("sizeof:{struct.__name__} %zu\\n", sizeof({c_type}));')
         for name, _, _ in _fields(struct):
             lines.append(f'  printf("{struct.__name__}.{name} %zu %zu\\n", '
                          f'offsetof({c_type}, {name}), sizeof((({c_type} *)0)->{name}));')
-    for name, c_expr in C_CONSTANTS.items():
+    for c_type in opaque or {}:
+        lines.append(f'  printf("opaque:{c_type} %zu\\n", sizeof({c_type}));')
+    for name, c_expr in constants.items():
         lines.append(f'  printf("const:{name} %llu\\n", (unsigned long long)({c_expr}));')
     lines += ["  return 0;", "}"]
     return "\n".join(lines) + "\n"
@@ -161,6 +183,46 @@ def test_constants_match_the_c_headers(tmp_path):
     wrong = {name: (getattr(libxen, name), measured[f"const:{name}"][0])
              for name in C_CONSTANTS if [getattr(libxen, name)] != measured[f"const:{name}"]}
     assert wrong == {}
+
+
+# -- libxenlight ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def libxl() -> ctypes.CDLL:
+    _cdll(libxl_api.LIBXL_SONAME)
+    return libxl_api.load_libxl()
+
+
+def test_every_bound_libxl_function_is_exported(libxl):
+    missing = [n for n in libxl_api.LIBXL_FUNCTIONS if not hasattr(libxl, n)]
+    assert missing == []
+    _cdll(libxen.XENGUEST_SONAME)
+    assert [n for n in libxen.XENGUEST_FUNCTIONS if not hasattr(libxen.load_xenguest(), n)] \
+        == []
+
+
+def test_every_libxl_structure_has_a_layout_check():
+    structures = {obj for obj in vars(libxl_api).values()
+                  if isinstance(obj, type) and issubclass(obj, ctypes.Structure)
+                  and obj.__module__ == libxl_api.__name__}
+    assert structures == set(LIBXL_C_TYPES)
+
+
+def test_libxl_structures_and_sizes_match_the_c_headers(tmp_path):
+    """Our own layouts field by field, the opaque buffers' sizes, the constants."""
+    if not os.path.exists("/usr/include/libxl.h"):
+        pytest.skip("needs libxen-dev's libxl headers")
+    source = _c_program(LIBXL_C_TYPES, LIBXL_C_CONSTANTS, LIBXL_INCLUDES, libxl_api.SIZEOF)
+    measured = _compile_and_run(source, tmp_path)
+    assert _mismatches(LIBXL_C_TYPES, measured) == []
+    sizes = {name: measured[f"opaque:{name}"][0] for name in libxl_api.SIZEOF}
+    assert sizes == libxl_api.SIZEOF
+    wrong = {name: (getattr(libxl_api, name), measured[f"const:{name}"][0])
+             for name in LIBXL_C_CONSTANTS
+             if [getattr(libxl_api, name)] != measured[f"const:{name}"]}
+    assert wrong == {}
+    # the opaque buffers hold at least the C type
+    for name, size in libxl_api.SIZEOF.items():
+        assert ctypes.sizeof(libxl_api.opaque(name)) >= size
 
 
 def test_a_wrong_layout_is_caught(tmp_path):

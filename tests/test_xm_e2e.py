@@ -169,3 +169,60 @@ def test_domain_made_by_another_tool_is_adopted_while_xend_runs(host):
     ok(host.xm("destroy", "byxl"))
     host.wait_for(lambda: "byxl" not in list_rows(ok(host.xm("list"))))
     assert all(i.domid != domid for i in other_tool.list_domains())
+
+
+def _foreign_guest(host, name):
+    """A long-running guest another toolstack built (a second client of the simulated host,
+    as xl is of Xen): what it writes to the store, a start two minutes ago."""
+    import uuid as uuidmod
+    from xend.hypervisor.base import DomainSpec
+    from xend.hypervisor.simulated import SimulatedHypervisor
+    other_tool = SimulatedHypervisor(str(host.paths["simulated-state-path"]), create=False)
+    uid = str(uuidmod.uuid4())
+    domid = other_tool.create_domain(DomainSpec(name=name, uuid=uid, memory_kib=64 * 1024,
+                                                maxmem_kib=64 * 1024,
+                                                cmdline="sim.shutdown_delay=0.05"))
+    for key, value in (("name", name), ("vm", f"/vm/{uid}"), ("memory/target", "65536")):
+        other_tool.store_write(f"/local/domain/{domid}/{key}", value)
+    other_tool.store_write(f"/vm/{uid}/start_time", repr(time.time() - 120))
+    other_tool.unpause(domid)
+    host.wait_for(lambda: list_rows(ok(host.xm("list"))).get(name))
+    return other_tool, domid, uid
+
+
+@pytest.mark.timeout(120)
+def test_a_foreign_guest_that_reboots_is_left_to_its_toolstack_then_rebuilt(host):
+    """xm reboot of a guest xl started: its own toolstack gets FOREIGN_GRACE to act (xl's
+    monitor would); none did, so xend runs the guest's on_reboot (restart) itself."""
+    from xend.domains.events import FOREIGN_GRACE
+    other_tool, domid, uid = _foreign_guest(host, "byxl2")
+    t0 = time.monotonic()
+    ok(host.xm("reboot", "byxl2"))
+    # shut down (reason reboot) and, within the grace, left as it is
+    host.wait_for(lambda: any(i.domid == domid and i.shutdown for i in other_tool.list_domains()))
+    time.sleep(max(0.0, FOREIGN_GRACE / 2 - (time.monotonic() - t0)))
+    assert list_rows(ok(host.xm("list")))["byxl2"][0] == str(domid)
+    # then rebuilt by xend: same name and uuid, a new domain
+    row = host.wait_for(lambda: (lambda r: r if r and r[0] != str(domid) else None)(
+        list_rows(ok(host.xm("list"))).get("byxl2")), timeout=FOREIGN_GRACE + 20)
+    assert time.monotonic() - t0 >= FOREIGN_GRACE
+    assert int(row[0]) != domid
+    assert uid in ok(host.xm("list", "-l", "byxl2"))
+    assert all(i.domid != domid for i in other_tool.list_domains())
+    assert [line.split()[0] for line in ok(host.xm("list")).splitlines()].count("byxl2") == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_foreign_guest_its_toolstack_restarts_is_not_restarted_twice(host):
+    """xl's monitor destroys the rebooted domain and builds a new one at once: xend adopts
+    the new one and builds nothing itself."""
+    from xend.domains.events import FOREIGN_GRACE
+    other_tool, domid, uid = _foreign_guest(host, "byxl3")
+    ok(host.xm("reboot", "byxl3"))
+    host.wait_for(lambda: any(i.domid == domid and i.shutdown for i in other_tool.list_domains()))
+    other_tool.destroy(domid)                       # what xl's monitor does ...
+    other_tool2, newid, _ = _foreign_guest(host, "byxl3b")      # ... and its new instance
+    time.sleep(FOREIGN_GRACE + 3)
+    names = [line.split()[0] for line in ok(host.xm("list")).splitlines()[1:]]
+    assert "byxl3" not in names and names.count("byxl3b") == 1, names
+    assert len(other_tool.list_domains()) == 2      # dom0 and the toolstack's new instance

@@ -47,7 +47,7 @@ DOM0_PACKAGES=(
     procps iproute2 kmod
 )
 # Kernel modules kept in dom0 (with their dependencies); the rest of /lib/modules is dropped.
-DOM0_MODULES=(xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-blkback xen-netback
+DOM0_MODULES=(xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-blkback xen-netback loop
               bridge tun dummy)
 
 CLEAN=0 FORCE=0
@@ -194,7 +194,7 @@ say "xen $HV_VERSION (hypervisor = tools), kernel $KVER"
 # ---- 3. cache key ------------------------------------------------------------------------------
 KEY=$( {
     in_root dpkg-query -W -f='${Package} ${Version} ${db:Status-Status}\n' | LC_ALL=C sort
-    sha256sum "$HERE/build.sh" "$HERE/dom0-init" | awk '{print $1}'
+    sha256sum "$HERE/build.sh" "$HERE/dom0-init" "$HERE/guest-rcS" | awk '{print $1}'
     echo "py: $PY_REQS"
     echo "modules: ${DOM0_MODULES[*]}"
     echo "compress: $COMPRESS"
@@ -232,20 +232,34 @@ cat >"$G/etc/inittab" <<'EOF'
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/bin/echo xenvm-guest: powering off
 EOF
-cat >"$G/etc/init.d/rcS" <<'EOF'
-#!/bin/sh
-/bin/busybox --install -s
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-echo "xenvm-guest: hello from $(uname -sr)"
-echo "xenvm-guest: uuid $(cat /sys/hypervisor/uuid 2>/dev/null)"
-echo "xenvm-guest: $(grep MemTotal /proc/meminfo)"
-echo "xenvm-guest: ready"
-EOF
+# the guest's block and network frontends are modules of the Debian kernel: in the initramfs
+mkdir -p "$G/lib/modules"
+for m in drivers/block/xen-blkfront.ko drivers/net/xen-netfront.ko; do
+    cp "$ROOT/lib/modules/$KVER/kernel/$m" "$G/lib/modules/"
+done
+cp "$HERE/guest-rcS" "$G/etc/init.d/rcS"
 chmod 755 "$G/etc/init.d/rcS"
 (cd "$G" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -9 >"$OUT.new/guest.cpio.gz"
 say "guest initramfs: $(du -h "$OUT.new/guest.cpio.gz" | cut -f1)"
+
+# a disk for a guest booted by a bootloader (pygrub): an ext2 filesystem (no partition table)
+# holding the same kernel and initramfs and a grub.cfg; made with the rootfs's own mke2fs
+PG=$ROOT/tmp/xenvm-pygrub
+rm -rf "$PG" "$ROOT/tmp/pygrub.img"
+mkdir -p "$PG/boot/grub"
+cp "$OUT.new/vmlinuz" "$PG/boot/vmlinuz"
+cp "$OUT.new/guest.cpio.gz" "$PG/boot/initrd.gz"
+cat >"$PG/boot/grub/grub.cfg" <<'EOF'
+set default=0
+set timeout=0
+menuentry 'xenvm-guest (pygrub)' {
+    linux /boot/vmlinuz console=hvc0 quiet xenvm.boot=pygrub
+    initrd /boot/initrd.gz
+}
+EOF
+logged in_root mke2fs -q -t ext2 -d /tmp/xenvm-pygrub /tmp/pygrub.img 24M
+mv "$ROOT/tmp/pygrub.img" "$OUT.new/pygrub.img"
+rm -rf "$PG"
 
 # ---- 6. dom0 root filesystem -------------------------------------------------------------------
 say "staging dom0 rootfs"
@@ -282,6 +296,7 @@ rm -rf "$MT"
 mkdir -p "$STAGE/opt/xenvm/guest"
 cp "$OUT.new/vmlinuz" "$STAGE/opt/xenvm/guest/vmlinuz"
 cp "$OUT.new/guest.cpio.gz" "$STAGE/opt/xenvm/guest/initrd.gz"
+cp "$OUT.new/pygrub.img" "$STAGE/opt/xenvm/guest/pygrub.img"
 cat >"$STAGE/opt/xenvm/guest/tiny.cfg" <<'EOF'
 # tiny PV guest: Debian kernel + busybox initramfs; prints "xenvm-guest: ready", then waits
 name = "tiny"

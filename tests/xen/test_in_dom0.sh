@@ -17,6 +17,10 @@ export PYTHONPATH="$SRC${PYTHONPATH:+:$PYTHONPATH}"
 GUEST_DIR=/opt/xenvm/guest
 CONSOLE_DIR=/var/log/xen/console
 WORK=/tmp/xend-test
+DUMP_DIR=/tmp/xend/dump
+DOM0_MIN_MEM=600
+CONSOLE_LIMIT_KIB=512
+G1_UUID=6a1f00b3-7e57-4e1d-9a5e-000000000001
 mkdir -p "$WORK"
 
 # How the daemon and the client are started: adjust here when their entry points settle.
@@ -115,10 +119,12 @@ create_guest() {
 
 start_guest() {
     local name=$1; shift
-    sed -e "s/^name = .*/name = \"$name\"/" "$GUEST_DIR/tiny.cfg" >"$WORK/$name.cfg"
+    # on_reboot restart: what xend's rebuild of an adopted guest honours (step xm-reboot-adopted)
+    sed -e "s/^name = .*/name = \"$name\"/" -e 's/^on_reboot = .*/on_reboot = "restart"/' \
+        "$GUEST_DIR/tiny.cfg" >"$WORK/$name.cfg"
     rm -f "$CONSOLE_DIR/guest-$name.log"
     echo "\$ xl create $* $WORK/$name.cfg"
-    if ! xl -vvv create "$@" "$WORK/$name.cfg" >"$WORK/xl-create-$name.log" 2>&1; then
+    if ! timeout 180 xl -vvv create "$@" "$WORK/$name.cfg" >"$WORK/xl-create-$name.log" 2>&1; then
         if xl_has "$name"; then
             echo "WARNING: xl create failed but the domain exists; xl's log tail:"
         else
@@ -194,7 +200,7 @@ step_xend_start() {
     have_xend || { skip "$SRC/xend/cli.py does not exist yet"; return; }
     [ -f "$SRC/etc/init.d/xend" ] || { fail "$SRC/etc/init.d/xend missing"; return; }
     mkdir -p /tmp/xend /etc/xen
-    cat >/tmp/xend/xend-config.sxp <<'EOF'
+    cat >/tmp/xend/xend-config.sxp <<EOF
 # written by tests/xen/test_in_dom0.sh
 (hypervisor-backend auto)
 (logfile /tmp/xend/xend.log)
@@ -202,14 +208,23 @@ step_xend_start() {
 (xend-unix-xmlrpc-server yes)
 (xend-domains-path /tmp/xend/domains)
 (xend-state-path /tmp/xend/state)
-(dom0-min-mem 0)
+(xend-storage-path /tmp/xend/storage)
+(xend-dump-path $DUMP_DIR)
+(enable-dump yes)
+(enable-dom0-ballooning yes)
+(dom0-min-mem $DOM0_MIN_MEM)
+(console-limit $CONSOLE_LIMIT_KIB)
+(network-script network-bridge)
 EOF
+    # the shipped network-script (Debian's Xen 4.17 has none) makes the bridge for vifs
+    install -m 755 "$SRC/etc/xen/scripts/network-bridge" /etc/xen/scripts/network-bridge
     # 'service' drops the caller's environment: the init script's settings file names the config
     # (and a copy sits where xend looks by default)
     cp /tmp/xend/xend-config.sxp /etc/xen/xend-config.sxp
     printf 'XEND=/usr/sbin/xend\nXEND_CONFIG=/tmp/xend/xend-config.sxp\n' >/etc/default/xend
     for cmd in xend:$XEND_MODULE xm:$XM_MODULE; do
-        printf '#!/bin/sh\nPYTHONPATH=%s exec python3 -m %s "$@"\n' "$PYTHONPATH" "${cmd#*:}" >"/usr/sbin/${cmd%%:*}"
+        # a hung call must not take the whole run: 5 minutes is far beyond any call here
+        printf '#!/bin/sh\nPYTHONPATH=%s exec timeout 300 python3 -m %s "$@"\n' "$PYTHONPATH" "${cmd#*:}" >"/usr/sbin/${cmd%%:*}"
         chmod 755 "/usr/sbin/${cmd%%:*}"
     done
     install -m 755 "$SRC/etc/init.d/xend" /etc/init.d/xend
@@ -325,6 +340,24 @@ step_xm_dmesg() {
     return 0
 }
 
+step_xm_reboot_adopted() {
+    guest_up || return
+    # xenvm-tiny was started by xl -e (no xl monitor): once its own toolstack has had its
+    # grace, xend rebuilds it from the configuration libxl kept
+    local old started; old=$(xl domid xenvm-tiny)
+    xm list -l xenvm-tiny | grep -E "kernel|ramdisk|on_reboot" || fail "xend did not adopt the guest's kernel from libxl"
+    # xend restarts no guest that ran less than a minute (the original's guard)
+    started=$(xenstore-read "$(xenstore-read /local/domain/$old/vm)/start_time" | cut -d. -f1)
+    while [ $(( $(date +%s) - ${started:-0} )) -lt 65 ]; do sleep 2; done
+    show xm reboot xenvm-tiny || { fail "xm reboot failed"; return; }
+    if ! wait_for 150 said_twice xenvm-tiny "xenvm-guest: ready"; then
+        show xl list; show_console xenvm-tiny 20; fail "xenvm-tiny did not boot again after xm reboot"; return
+    fi
+    show xl list xenvm-tiny
+    [ "$(xl domid xenvm-tiny)" != "$old" ] || fail "still the old domain"
+    [ "$(xl list xenvm-tiny | awk 'NR == 2 {print $3}')" -gt 0 ] || fail "the rebuilt guest has no memory"
+}
+
 step_xm_shutdown() {
     guest_up || return
     show xm shutdown xenvm-tiny || { fail "xm shutdown failed"; return; }
@@ -360,6 +393,8 @@ step_xend_stop() {
     [ $? = 3 ] || fail "service xend status is not 3 (not running) after stop"
 }
 
+. "$(dirname "$0")/steps_own.sh"
+
 # ---- main -------------------------------------------------------------------------------------
 
 echo "test_in_dom0: $(date -u +%FT%TZ), src $SRC ($(have_xend && echo 'xend present' || echo 'no xend/cli.py yet'))"
@@ -378,9 +413,33 @@ run_step xm-unpause      step_xm_unpause
 run_step xm-mem-set      step_xm_mem_set
 run_step xm-vcpu-list    step_xm_vcpu_list
 run_step xm-dmesg        step_xm_dmesg
+run_step xm-reboot-adopted step_xm_reboot_adopted
 run_step xm-shutdown     step_xm_shutdown
 run_step xm-destroy      step_xm_destroy
+# guests xend builds itself (steps_own.sh)
+run_step bridge          step_bridge
+run_step own-actions-start step_own_actions_start
+run_step own-create      step_own_create
+run_step own-store       step_own_store
+run_step own-list        step_own_list
+run_step own-console     step_own_console
+run_step own-mem-set     step_own_mem_set
+run_step own-vcpu-set    step_own_vcpu_set
+run_step own-create-c    step_own_create_c
+run_step own-shutdown-w  step_own_shutdown_w
+run_step own-pvh         step_own_pvh
+run_step own-pygrub      step_own_pygrub
+run_step own-refusals    step_own_refusals
+run_step own-poweroff    step_own_poweroff
+run_step own-reboot      step_own_reboot
+run_step own-crash       step_own_crash
+run_step managed-restart step_managed_restart
+run_step balloon         step_balloon
+run_step balloon-refused step_balloon_refused
+run_step dom0-cpus       step_dom0_cpus
+run_step xm-log          step_xm_log
 run_step xend-stop       step_xend_stop
+run_step leftovers       step_leftovers
 
 # leftovers, so a failed step does not leave guests running while dom0 powers off
 for d in $(xl list 2>/dev/null | awk 'NR > 1 && $2 != 0 {print $1}'); do

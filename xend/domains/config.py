@@ -104,6 +104,13 @@ class DomainConfig:
         return max(1, count)
 
     @property
+    def pvh(self) -> bool:
+        """A PVH guest: ``(pvh 1)`` in a linux image (xl's ``type = "pvh"``)."""
+        return self.image_type == "linux" and any(
+            key == "pvh" and str(value).strip() not in ("", "0")
+            for key, value in _pairs(self.image_extra))
+
+    @property
     def nomigrate(self) -> bool:
         for key, value in _pairs(self.extra) + _pairs(self.image_extra):
             if key == "nomigrate" and str(value).strip() not in ("", "0"):

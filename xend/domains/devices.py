@@ -6,7 +6,8 @@ device-destroy-timeout, pci-passthrough-strict-check).
 Devices are kept as SXP in the domain's configuration. When a domain is built:
 
 * ``apply_defaults`` fills in what the options provide and the configuration lacks: the
-  ``script`` of each vif (``vif-script``, as the original wrote it to the vif's backend), and
+  ``script`` of each vif (``vif-script``, as the original wrote it to the vif's backend), a
+  MAC address (random in 00:16:3e, as the original) for a vif that has none, and
   for an HVM image or a vfb that uses VNC, ``vnclisten`` (``vnc-listen``) and ``vncpasswd``;
   ``keymap`` for every HVM image and vfb. The result is the domain's configuration from then
   on, so ``xm list -l`` shows it, as the original's did (it read it back from the backends).
@@ -29,11 +30,10 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from xend.errors import HypervisorError, VmError
-from xend.hypervisor.base import Hypervisor
+from xend.hypervisor.base import DeviceSpec, Hypervisor
 
 from .config import DomainConfig
 from .settings import Settings
@@ -114,6 +114,15 @@ def _display_defaults(entries: List[Any], s: Settings, vnc: bool) -> bool:
     return changed or bool(added)
 
 
+def random_mac() -> str:
+    """A MAC in Xen's range 00:16:3e, as the original gave a vif that named none (the
+    first random byte below 0x80)."""
+    import random
+    rng = random.SystemRandom()
+    return "00:16:3e:%02x:%02x:%02x" % (rng.randint(0, 0x7F), rng.randint(0, 0xFF),
+                                         rng.randint(0, 0xFF))
+
+
 def apply_defaults(cfg: DomainConfig, s: Settings) -> DomainConfig:
     """``cfg`` with the option defaults its devices and image lack (a new config, or ``cfg``
     itself when nothing is missing). Idempotent."""
@@ -124,6 +133,8 @@ def apply_defaults(cfg: DomainConfig, s: Settings) -> DomainConfig:
             devices.append(dev)
             continue
         body = list(dev)
+        if body[0] == "vif" and not _has(body[1:], "mac"):
+            body.append(["mac", random_mac()])
         if body[0] == "vif" and s.vif_script and not _has(body[1:], "script"):
             body.append(["script", s.vif_script])
         elif body[0] == "vfb":
@@ -179,20 +190,8 @@ def check_buildable(cfg: DomainConfig, s: Settings, backend: str) -> None:
 
 
 # -- the store: publishing, waiting, closing ----------------------------------------------------
-@dataclass
-class Device:
-    cls: str
-    devid: int
-    backend_domid: int
-    backend: Dict[str, str] = field(default_factory=dict)     # details for the backend
-    frontend: Dict[str, str] = field(default_factory=dict)    # details for the frontend
-
-    def backend_path(self, domid: int) -> str:
-        return f"/local/domain/{self.backend_domid}/backend/{self.cls}/{domid}/{self.devid}"
-
-    @staticmethod
-    def frontend_path(domid: int, cls: str, devid: Any) -> str:
-        return f"/local/domain/{domid}/device/{cls}/{devid}"
+#: one device with its store entries (the hypervisor interface's DeviceSpec)
+Device = DeviceSpec
 
 
 _XVD = re.compile(r"^xvd([a-z]+)(\d*)$")

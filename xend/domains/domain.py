@@ -17,7 +17,7 @@ import itertools
 import logging
 import threading
 import time
-from typing import Optional
+from typing import Dict, Optional
 
 from xend import sxp
 from xend.errors import HypervisorError
@@ -49,6 +49,11 @@ class Domain:
         self.handled_domid: Optional[int] = None
         #: a config stored by ``new`` while this domain was running: used once it halts
         self.pending_config: Optional[DomainConfig] = None
+        #: built by another toolstack (adopted): its own shutdowns are left to that
+        #: toolstack for FOREIGN_GRACE seconds before xend acts on them
+        self.foreign = False
+        #: when xend first saw this (foreign) domain shut down; None = not seen
+        self.down_seen_at: Optional[float] = None
 
     def __repr__(self) -> str:
         return f"<Domain {self.name} id={self.domid} uuid={self.uuid}>"
@@ -100,6 +105,26 @@ class Domain:
     def rm_dom(self, key: str = "") -> None:
         if self.domid is not None:
             self._rm(self.dom_path(key))
+
+    def xend_vm_entries(self) -> Dict[str, str]:
+        """``/vm/<uuid>/xend/*`` (restart count, restart in progress ...) as they are now."""
+        try:
+            keys = self.hv.store_list(self.vm_path("xend"))
+        except HypervisorError:
+            return {}
+        entries = {}
+        for key in keys:
+            value = self.read_vm("xend/" + key)
+            if value is not None:
+                entries[key] = value
+        return entries
+
+    def restore_vm_entries(self, entries: Dict[str, str]) -> None:
+        """Put back the ``/vm/<uuid>/xend/*`` entries a rebuild removed (libxl clears a
+        domain's ``/vm/<uuid>`` when it destroys or creates it)."""
+        for key, value in entries.items():
+            if self.read_vm("xend/" + key) is None:
+                self.write_vm("xend/" + key, value)
 
     def _read(self, path: str) -> Optional[str]:
         try:

@@ -5,7 +5,8 @@ Default file: ``<xend-dump-path>/<basename of the name>/<%Y-%m%d-%H%M.%S>-<name>
 ``<xend-dump-path>`` itself is used. On failure the partial file is renamed
 ``<file>-incomplete``.
 
-Core file format (ours; the original's was libxenctrl's ELF core)::
+Core file format on the simulated hypervisor (ours; on real Xen the core is libxenctrl's ELF
+core, as the original's was)::
 
     "XENDCORE"          8 bytes
     header length       4 bytes, big-endian unsigned
@@ -22,13 +23,12 @@ import time
 from typing import Optional
 
 from xend.errors import XendError
-from xend.hypervisor.base import PAGE_SIZE, Hypervisor
+from xend.hypervisor.base import CORE_MAGIC, Hypervisor
 
 log = logging.getLogger("xend.XendDomainInfo")
 
-MAGIC = b"XENDCORE"
+MAGIC = CORE_MAGIC
 TIME_FORMAT = "%Y-%m%d-%H%M.%S"
-BATCH = 256
 
 
 def default_core_path(dump_path: str, name: str, domid: int,
@@ -58,19 +58,7 @@ def write_core(hv: Hypervisor, domid: int, name: str, uuid: str, path: str) -> s
     if os.path.isdir(path):
         raise XendError(f"Cannot dump core in a directory: {path}")
     try:
-        nr_pages = hv.nr_pages(domid)
-        header = json.dumps({"name": name, "domid": domid, "uuid": uuid,
-                             "nr_pages": nr_pages, "page_size": PAGE_SIZE,
-                             "time": time.time()}, sort_keys=True).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + struct.pack(">I", len(header)) + header)
-            for first in range(0, nr_pages, BATCH):
-                pfns = range(first, min(nr_pages, first + BATCH))
-                for _, data in hv.read_pages(domid, pfns):
-                    f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        hv.dump_core(domid, path, {"name": name, "uuid": uuid, "time": time.time()})
     except Exception as ex:  # noqa: BLE001 - every failure is reported the same way
         try:
             os.rename(path, path + "-incomplete")

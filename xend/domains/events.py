@@ -26,6 +26,9 @@ _COREDUMP_ACTIONS = ("coredump-destroy", "coredump-restart")
 
 #: seconds after which a domain another tool made is adopted even without a memory target
 NEWCOMER_SETTLE = 30.0
+#: seconds a domain another toolstack built is left to it after it shut down (``xl``'s own
+#: monitor restarts or destroys it at once); then xend runs the domain's action itself
+FOREIGN_GRACE = 10.0
 
 
 class EventsMixin:
@@ -48,6 +51,8 @@ class EventsMixin:
             at = d.shutdown_requested_at
             if at is not None:
                 wait = min(wait, max(0.01, at + self.shutdown_timeout - now))
+            if d.down_seen_at is not None:
+                wait = min(wait, max(0.01, d.down_seen_at + FOREIGN_GRACE - now))
         return wait
 
     def refresh(self) -> None:
@@ -64,6 +69,8 @@ class EventsMixin:
                 self._vanished(dom, domid)
                 continue
             if dom.handled_domid == domid or info.dying:
+                continue
+            if (info.crashed or info.shutdown) and dom.foreign and not self._grace_over(dom, now):
                 continue
             if info.crashed:
                 self._dispatch(dom, domid, "crash")
@@ -102,6 +109,14 @@ class EventsMixin:
                 self._add(self._adopt(info))
             except Exception:  # noqa: BLE001 - one odd domain must not stop the loop
                 log.exception("Failed to create reference to running domain id: %d", domid)
+
+    def _grace_over(self, dom: Domain, now: float) -> bool:
+        """A foreign domain that shut down: has its own toolstack had FOREIGN_GRACE s?"""
+        if dom.down_seen_at is None:
+            dom.down_seen_at = now
+            log.info("Domain %s (%s) shut down; leaving it %g s to the toolstack that built "
+                     "it", dom.name, dom.domid, FOREIGN_GRACE)
+        return now - dom.down_seen_at >= FOREIGN_GRACE
 
     def _pull_console(self, domid: int) -> None:
         def source() -> bytes:

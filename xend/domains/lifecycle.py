@@ -5,12 +5,13 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 from xend import sxp
 from xend.errors import HypervisorError, VmError, XendError
-from xend.hypervisor.base import DOM0_UUID, DomainInfo, DomainSpec
+from xend.hypervisor.base import DOM0_UUID, DomainInfo
 
+from . import buildspec
 from . import config as cfgmod
 from . import devicemodel, devices
 from .balloon import BalloonPolicy, free_memory
@@ -36,18 +37,17 @@ class LifecycleMixin:
         if cfg is not dom.config:
             with dom.lock:
                 dom.config = cfg
-        need_kib = (cfg.memory + (cfg.shadow_memory or 0)) * 1024
-        spec = DomainSpec(name=cfg.name, uuid=cfg.uuid, memory_kib=cfg.memory * 1024,
-                          maxmem_kib=cfg.maxmem * 1024, vcpus=cfg.vcpus, hvm=cfg.hvm,
-                          kernel=cfg.kernel, cmdline=cfg.args)
+        spec = buildspec.spec_for(cfg, self.settings, self.hv, self.consoles.limit_bytes)
+        kept = dom.xend_vm_entries()
         with self._balloon_lock:
-            self._balloon(need_kib)
+            self._balloon(self.hv.memory_needed_kib(spec))
             try:
                 domid = self.hv.create_domain(spec)
             except HypervisorError as e:
                 raise VmError("Creating domain failed: name=%s: %s" % (cfg.name, e.message)) \
                     from None
         try:
+            dom.restore_vm_entries(kept)
             self._configure_new(dom, domid, fresh)
             if not paused:
                 self.hv.unpause(domid)
@@ -85,11 +85,13 @@ class LifecycleMixin:
             dom.start_time = time.time()
             dom.handled_domid = None
             dom.shutdown_requested_at = None
+            dom.foreign = False             # built by xend from now on
+            dom.down_seen_at = None
         if fresh:
             dom.write_vm("xend/restart_count", "0")
             dom.rm_vm("xend/restart_in_progress")
         dom.publish(self.consoles.limit_bytes)
-        if hv.device_backends:
+        if hv.device_backends and not hv.builds_devices:
             try:
                 devices.publish(hv, domid, devices.plan(cfg, self.settings))
             except HypervisorError as e:
@@ -120,7 +122,8 @@ class LifecycleMixin:
     def _discard_xen_domain(self, domid: int) -> None:
         """Close the domain's device backends, destroy it, remove its store entries, then wait
         up to device-destroy-timeout for the backends to go (devices.wait_gone)."""
-        closing = devices.close(self.hv, domid) if self.hv.device_backends else []
+        closing = devices.close(self.hv, domid) \
+            if self.hv.device_backends and not self.hv.builds_devices else []
         try:
             self.hv.destroy(domid)
         except HypervisorError as e:
@@ -141,6 +144,7 @@ class LifecycleMixin:
         domid = dom.domid
         if domid is None:
             return
+        kept = dom.xend_vm_entries() if keep_vm else {}
         # forgotten first: the event thread then leaves this domain alone while the
         # backends of its devices are given device-destroy-timeout to go away
         with dom.lock:
@@ -150,6 +154,7 @@ class LifecycleMixin:
                 dom.shutdown_requested_at = None
                 dom.handled_domid = None
         self._discard_xen_domain(domid)
+        dom.restore_vm_entries(kept)
         if not keep_vm and not any(d is not dom and d.uuid == dom.uuid and d.domid is not None
                                    for d in self._all()):
             dom.rm_vm()
@@ -235,8 +240,9 @@ class LifecycleMixin:
         else a minimal one from what the hypervisor reports."""
         base = f"/local/domain/{info.domid}"
         vm = self._store_read(base + "/vm") or f"/vm/{info.uuid}"
-        cfg = self._stored_config(vm, info)
+        cfg, ours = self._stored_config(vm, info)
         dom = Domain(self.hv, cfg, domid=info.domid)
+        dom.foreign = not ours
         start = self._store_read(vm + "/start_time")
         try:
             dom.start_time = float(start) if start else time.time()
@@ -247,13 +253,16 @@ class LifecycleMixin:
         log.info("Adopted running domain %s (%d).", cfg.name, info.domid)
         return dom
 
-    def _stored_config(self, vm: str, info: DomainInfo) -> cfgmod.DomainConfig:
+    def _stored_config(self, vm: str, info: DomainInfo) -> Tuple[cfgmod.DomainConfig, bool]:
+        """The adopted domain's configuration, and whether xend built it (from the config it
+        keeps in the store); else from what its toolstack recorded, else from what the
+        hypervisor reports."""
         text = self._store_read(vm + "/xend/config")
         if text:
             try:
                 cfg = cfgmod.parse_config(sxp.from_string(text), None)
                 if cfg.uuid == info.uuid:
-                    return cfg
+                    return cfg, True
                 log.warning("Domain %d: stored config is for uuid %s, not %s; ignored",
                             info.domid, cfg.uuid, info.uuid)
             except Exception as e:  # noqa: BLE001
@@ -269,9 +278,20 @@ class LifecycleMixin:
             mem = max(1, int(target) // 1024)
         except (TypeError, ValueError):
             mem = max(1, info.mem_kib // 1024)
+        native = self.hv.native_config(info.domid)
+        if native is not None and native.uuid == info.uuid:
+            try:
+                cfg = buildspec.config_from_spec(native, name)
+                log.info("Domain %d: configuration taken from the toolstack that built it "
+                         "(kernel %s, %d device(s))", info.domid, cfg.kernel or "-",
+                         len(cfg.devices))
+                return cfg.replace(memory=min(mem, cfg.maxmem)), False
+            except (XendError, TypeError, ValueError) as e:
+                log.warning("Domain %d: the toolstack's configuration is unusable (%s)",
+                            info.domid, e)
         return cfgmod.DomainConfig(name=name, uuid=info.uuid, memory=mem,
                                    maxmem=max(mem, info.maxmem_kib // 1024),
-                                   vcpus=info.max_vcpu_id + 1)
+                                   vcpus=info.max_vcpu_id + 1), False
 
     def _store_read(self, path: str) -> Optional[str]:
         try:

@@ -364,6 +364,10 @@ class OperationsMixin:
         domid = d.domid
         if domid is None:
             raise VMBadState("Domain '%s' is not started" % dom)
+        if self.hv.console_server:
+            raise XendError("The console of domain %s (%d) is served by %s: attach with its "
+                            "client (xm console does)" % (d.name, domid,
+                                                          self.hv.console_server))
         self._pull_console(domid)
         nxt, data = self.consoles.read(domid, int_arg("offset", offset))
         return [str(nxt), data]

@@ -13,9 +13,11 @@ from __future__ import annotations
 import abc
 import hashlib
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 PAGE_SIZE = 4096
+#: the first bytes of a core file in xend's own format (``Hypervisor.dump_core``)
+CORE_MAGIC = b"XENDCORE"
 
 # Shutdown reason codes as Xen reports them (reference section 8.3).
 SHUTDOWN_POWEROFF = 0
@@ -98,6 +100,26 @@ class VcpuInfo:
 
 
 @dataclass
+class DeviceSpec:
+    """One device of a domain: its class (``vbd``, ``vif``, ``vfb``, ``vkbd`` ...), its id,
+    the domain serving its backend, and the details its backend and frontend are given (the
+    store entries of reference §8.6: ``params``/``type``/``mode``/``dev`` of a vbd; ``mac``,
+    ``bridge``, ``script``, ``ip``, ``vifname``, ``rate`` of a vif; ...)."""
+    cls: str
+    devid: int
+    backend_domid: int = 0
+    backend: Dict[str, str] = field(default_factory=dict)
+    frontend: Dict[str, str] = field(default_factory=dict)
+
+    def backend_path(self, domid: int) -> str:
+        return f"/local/domain/{self.backend_domid}/backend/{self.cls}/{domid}/{self.devid}"
+
+    @staticmethod
+    def frontend_path(domid: int, cls: str, devid: Any) -> str:
+        return f"/local/domain/{domid}/device/{cls}/{devid}"
+
+
+@dataclass
 class DomainSpec:
     """What ``create_domain`` needs: the built configuration, not the user's SXP."""
     name: str
@@ -109,6 +131,27 @@ class DomainSpec:
     kernel: str = ""
     cmdline: str = ""
     ssidref: int = 0
+    pvh: bool = False                   # a PVH guest (an HVM container without emulation)
+    ramdisk: str = ""
+    bootloader: str = ""
+    bootloader_args: str = ""
+    online_vcpus: Optional[int] = None  # VCPUs online at boot; None: all
+    affinity: Tuple[Tuple[int, ...], ...] = ()      # per-VCPU hard affinity; () = any
+    cpu_weight: Optional[int] = None
+    cpu_cap: Optional[int] = None
+    shadow_kib: int = 0
+    #: the devices, for a backend that builds them (``Hypervisor.builds_devices``)
+    devices: Tuple[DeviceSpec, ...] = ()
+    #: other settings of the image (HVM: boot, vnc, serial, acpi ...), as (key, value)
+    image: Tuple[Tuple[str, str], ...] = ()
+    #: entries of the domain's store directory (``/local/domain/<id>/KEY``) written before
+    #: the domain is introduced to the store's watchers (``console/limit`` for xenconsoled)
+    store: Tuple[Tuple[str, str], ...] = ()
+    #: what the domain's own shutdowns should lead to (xend's action names; '' = unknown).
+    #: xend acts on them itself; a backend records them for the platform's other tools.
+    on_poweroff: str = ""
+    on_reboot: str = ""
+    on_crash: str = ""
 
 
 class Hypervisor(abc.ABC):
@@ -116,13 +159,20 @@ class Hypervisor(abc.ABC):
 
     #: backend name shown by ``xm info`` ('xenctrl' or 'simulated')
     name: str = "abstract"
-    #: True when the host's device backends answer the device entries xend writes to the
-    #: store (``/local/domain/<b>/backend/<class>/<domid>/<devid>``: ``hotplug-status`` once
-    #: connected, the directory removed once closed), so xend publishes a new domain's
-    #: devices there and waits for them. The simulated host plays those backends; the
-    #: xenctrl backend builds empty domain shells, so xend keeps their devices as
-    #: configuration only.
+    #: True when the host's device backends answer a domain's device entries in the store
+    #: (``/local/domain/<b>/backend/<class>/<domid>/<devid>``: ``hotplug-status`` once
+    #: connected, the directory removed once closed), so xend can wait for them
+    #: (device-create-timeout). The simulated host plays those backends; on real Xen they
+    #: are dom0's (libxl's hotplug scripts write the same nodes).
     device_backends: bool = False
+    #: True when ``create_domain`` builds the devices of ``DomainSpec.devices`` itself and
+    #: ``destroy`` tears them down (the xenctrl backend, through libxl); False when xend
+    #: writes their store entries for the host's backends (the simulated host).
+    builds_devices: bool = False
+    #: the daemon that serves guest consoles on this host (``xenconsoled`` on real Xen,
+    #: reached with its client ``xenconsole``); '' when xend reads them itself
+    #: (``read_console``)
+    console_server: str = ""
 
     # -- host --------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -147,7 +197,18 @@ class Hypervisor(abc.ABC):
     @abc.abstractmethod
     def create_domain(self, spec: DomainSpec) -> int:
         """Build a domain, left **paused**, memory taken from the host's free memory
-        (HypervisorError ENOMEM if there is not enough). Returns the new domid."""
+        (HypervisorError ENOMEM if there is not enough). Returns the new domid. A backend
+        that ``builds_devices`` also builds ``spec.devices``; on any failure nothing of the
+        domain is left behind."""
+
+    def memory_needed_kib(self, spec: DomainSpec) -> int:
+        """Free host memory that building ``spec`` takes (what xend balloons dom0 for)."""
+        return spec.memory_kib + spec.shadow_kib
+
+    def native_config(self, domid: int) -> Optional[DomainSpec]:
+        """What the platform's toolstack keeps of a running domain's build (a domain another
+        tool created, say), or None when it keeps nothing: lets xend adopt it whole."""
+        return None
 
     @abc.abstractmethod
     def pause(self, domid: int) -> None: ...
@@ -213,6 +274,26 @@ class Hypervisor(abc.ABC):
 
     @abc.abstractmethod
     def write_pages(self, domid: int, pages: Iterable[Tuple[int, bytes]]) -> None: ...
+
+    def dump_core(self, domid: int, path: str, header: Dict[str, Any]) -> None:
+        """Write the domain's core to ``path`` (created 0600). This default writes xend's own
+        format (see ``xend.domains.dump``) from ``read_pages``; a backend with a native core
+        format (libxenctrl's ELF core) overrides it. ``header``: name, uuid ... of the
+        domain."""
+        import json
+        import os
+        import struct
+        nr_pages = self.nr_pages(domid)
+        head = json.dumps(dict(header, domid=domid, nr_pages=nr_pages, page_size=PAGE_SIZE),
+                          sort_keys=True).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(CORE_MAGIC + struct.pack(">I", len(head)) + head)
+            for first in range(0, nr_pages, 256):
+                for _, data in self.read_pages(domid, range(first, min(nr_pages, first + 256))):
+                    f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
 
     def memory_checksum(self, domid: int) -> str:
         """sha256 (hex) of the domain's whole memory image, pages in pfn order. Meant for a

@@ -17,6 +17,7 @@ from ..errors import HypervisorError
 
 XENCTRL_SONAME = "libxenctrl.so.4.17"
 XENSTORE_SONAME = "libxenstore.so.4"
+XENGUEST_SONAME = "libxenguest.so.4.17"
 XENCTRL_PACKAGE = "libxenmisc4.17"
 XENSTORE_PACKAGE = "libxenstore4"
 
@@ -34,6 +35,8 @@ XEN_DOMCTL_CDF_hap = 1 << 1
 XEN_VCPUAFFINITY_HARD = 1 << 0
 XEN_VCPUAFFINITY_SOFT = 1 << 1
 XEN_SCHEDULERS = {5: "credit", 6: "credit2", 7: "arinc653", 8: "rtds", 9: "null"}
+XEN_SCHEDULER_CREDIT = 5
+XEN_SCHEDULER_CREDIT2 = 6
 # xen/arch-x86/xen.h: what libxl gives an HVM guest (XEN_X86_EMU_ALL without VPCI)
 XEN_X86_EMU_HVM = 0x3FF
 # xen/sysctl.h
@@ -98,6 +101,10 @@ class xen_domctl_sched_credit(Structure):
     _fields_ = [("weight", c_uint16), ("cap", c_uint16)]
 
 
+class xen_domctl_sched_credit2(Structure):
+    _fields_ = [("weight", c_uint16), ("cap", c_uint16)]
+
+
 class xc_vcpuinfo_t(Structure):             # struct xen_domctl_getvcpuinfo
     _fields_ = [
         ("vcpu", c_uint32), ("online", c_uint8), ("blocked", c_uint8), ("running", c_uint8),
@@ -147,6 +154,15 @@ XENCTRL_FUNCTIONS: Dict[str, Tuple[object, List[object]]] = {
                                            POINTER(xen_domctl_sched_credit)]),
     "xc_sched_credit_domain_set": (c_int, [c_void_p, c_uint32,
                                            POINTER(xen_domctl_sched_credit)]),
+    "xc_sched_credit2_domain_get": (c_int, [c_void_p, c_uint32,
+                                            POINTER(xen_domctl_sched_credit2)]),
+    "xc_sched_credit2_domain_set": (c_int, [c_void_p, c_uint32,
+                                            POINTER(xen_domctl_sched_credit2)]),
+}
+
+# libxenguest works on libxenctrl's handle (xc_interface *)
+XENGUEST_FUNCTIONS: Dict[str, Tuple[object, List[object]]] = {
+    "xc_domain_dumpcore": (c_int, [c_void_p, c_uint32, c_char_p]),
 }
 
 XENSTORE_FUNCTIONS: Dict[str, Tuple[object, List[object]]] = {
@@ -161,7 +177,7 @@ XENSTORE_FUNCTIONS: Dict[str, Tuple[object, List[object]]] = {
 XBT_NULL = 0
 
 
-def _load(soname: str, package: str, functions: Dict[str, Tuple[object, List[object]]]
+def load_library(soname: str, package: str, functions: Dict[str, Tuple[object, List[object]]]
           ) -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(soname, use_errno=True)
@@ -181,11 +197,15 @@ def _load(soname: str, package: str, functions: Dict[str, Tuple[object, List[obj
 
 def load_xenctrl() -> ctypes.CDLL:
     """libxenctrl with every function we use declared; HypervisorError if absent."""
-    return _load(XENCTRL_SONAME, XENCTRL_PACKAGE, XENCTRL_FUNCTIONS)
+    return load_library(XENCTRL_SONAME, XENCTRL_PACKAGE, XENCTRL_FUNCTIONS)
+
+
+def load_xenguest() -> ctypes.CDLL:
+    return load_library(XENGUEST_SONAME, XENCTRL_PACKAGE, XENGUEST_FUNCTIONS)
 
 
 def load_xenstore() -> ctypes.CDLL:
-    return _load(XENSTORE_SONAME, XENSTORE_PACKAGE, XENSTORE_FUNCTIONS)
+    return load_library(XENSTORE_SONAME, XENSTORE_PACKAGE, XENSTORE_FUNCTIONS)
 
 
 def load_libc() -> ctypes.CDLL:

@@ -1,17 +1,21 @@
-"""The real backend: libxenctrl 4.17 and libxenstore through ctypes (declarations: libxen).
+"""The real backend: libxenctrl 4.17 and libxenstore through ctypes (declarations: libxen),
+and libxenlight for what a toolstack library does (``libxl_toolstack``).
 
-What a domain manager can do with libxenctrl alone is implemented here. Building a guest's
-memory and kernel and saving/restoring its memory need libxenguest (``xc_dom_*``,
-``xc_domain_save``/``xc_domain_restore``); those methods raise ENOSYS. Guest consoles are
-served by xenconsoled, not by the hypervisor, so ``read_console`` raises ENOSYS too.
+libxenctrl answers the hypervisor calls (host info, the domain list, pause, memory, vcpus,
+affinity, scheduler, core dumps); xenstore is read and written through libxenstore. Building
+a guest (memory, kernel, xenstore directories, console, devices with their hotplug scripts)
+and destroying it with everything set up for it go through libxl, checked first against
+what this host has (``hostcheck``). Guest consoles are served by xenconsoled, so
+``read_console`` raises ENOSYS (``xm console`` runs xenconsoled's client, as the original).
 
 The control handle is opened in the constructor: construct after daemonizing (a handle must
-not be used across fork; we check the pid).
+not be used across fork; we check the pid). The libxl context is opened on first use.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import threading
 import time
@@ -23,16 +27,26 @@ from ..errors import HypervisorError
 from . import libxen as X
 from .base import (SHUTDOWN_CRASH, SHUTDOWN_NAMES, DomainInfo, DomainSpec, Hypervisor, PhysInfo,
                    VcpuInfo, VersionInfo)
+from .hostcheck import HostLayout, problems
+
+if False:  # annotations only
+    from .libxl_toolstack import LibxlToolstack
+
+log = logging.getLogger("xend.xenctrl")
 
 _LIST_CHUNK = 256
 _CONSOLE_RING_MAX = 1 << 20
 _POLL_SECONDS = 0.25
+_DYING_WAIT = 10.0          # seconds a destroy waits for Xen to release the domain
 _NOT_WITHOUT_LIBXENGUEST = ("moving a real domain's memory needs libxenguest (xc_domain_save/"
                             "xc_domain_restore), which the xenctrl backend does not bind")
 
 
 class XenctrlHypervisor(Hypervisor):
     name = "xenctrl"
+    device_backends = True
+    builds_devices = True
+    console_server = "xenconsoled"
 
     def __init__(self) -> None:
         self._xc = X.load_xenctrl()
@@ -50,16 +64,36 @@ class XenctrlHypervisor(Hypervisor):
         self._xs_lib: Optional[ctypes.CDLL] = None
         self._xsh: Optional[int] = None
         self._last_seen: Optional[tuple] = None
+        self._xg: Optional[ctypes.CDLL] = None        # libxenguest, loaded when needed
+        self._toolstack_lock = threading.Lock()
+        self._toolstack_obj: Optional["LibxlToolstack"] = None
+        self._layout: Optional[HostLayout] = None
+
+    def _toolstack(self) -> "LibxlToolstack":
+        """The libxl context, opened on first use (HypervisorError if libxl is missing)."""
+        self._check_process()
+        with self._toolstack_lock:
+            if self._toolstack_obj is None:
+                from .libxl_toolstack import LibxlToolstack
+                self._toolstack_obj = LibxlToolstack()
+            return self._toolstack_obj
+
+    def host_layout(self) -> HostLayout:
+        if self._layout is None:
+            packed = self._call("xc_version", X.XENVER_version, None)
+            self._layout = HostLayout(packed >> 16, packed & 0xFFFF)
+        return self._layout
 
     # -- calling conventions -------------------------------------------------------------------
     def _check_process(self) -> None:
         if os.getpid() != self._pid:
             raise HypervisorError(errno.EINVAL, "Xen handle used across fork(); open a new one")
 
-    def _call(self, name: str, *args: object) -> int:
-        """Call ``name(xch, *args)``; a negative result raises HypervisorError."""
+    def _call(self, name: str, *args: object, lib: Optional[ctypes.CDLL] = None) -> int:
+        """Call ``name(xch, *args)`` (of libxenctrl, or of ``lib``, which works on the same
+        handle); a negative result raises HypervisorError."""
         self._check_process()
-        func = getattr(self._xc, name)
+        func = getattr(lib or self._xc, name)
         with self._lock:
             self._xc.xc_clear_last_error(self._xch)
             rc = func(self._xch, *args)
@@ -147,37 +181,46 @@ class XenctrlHypervisor(Hypervisor):
         return _domain_info(one[0])
 
     def create_domain(self, spec: DomainSpec) -> int:
-        """An empty domain shell, paused: Xen's createdomain plus its memory limit. Populating
-        memory and loading a kernel (libxenguest's domain builder) is not done here."""
+        """Build the guest through libxl, paused, after checking that this host has what it
+        needs (nothing is built when it has not)."""
+        from .libxl_config import LibxlConfigError
         try:
-            handle = uuidlib.UUID(spec.uuid).bytes
+            uuidlib.UUID(spec.uuid)
         except (ValueError, TypeError, AttributeError):
             raise HypervisorError(errno.EINVAL, f"bad uuid {spec.uuid!r}") from None
         if not 0 < spec.memory_kib <= spec.maxmem_kib or spec.vcpus < 1:
             raise HypervisorError(errno.EINVAL, "bad memory or vcpu count")
-        host = self._physinfo_raw()
-        if spec.memory_kib > host.free_pages * 4:
+        missing = problems(spec, self.host_layout())
+        if missing:
+            raise HypervisorError(errno.ENOENT, "; ".join(missing))
+        if spec.memory_kib > self._physinfo_raw().free_pages * 4:
             raise HypervisorError(errno.ENOMEM, os.strerror(errno.ENOMEM))
-        config = X.xen_domctl_createdomain()
-        config.ssidref = spec.ssidref
-        config.handle[:] = list(handle)
-        if spec.hvm:
-            hap = host.capabilities & X.XEN_SYSCTL_PHYSCAP_hap
-            config.flags = X.XEN_DOMCTL_CDF_hvm | (X.XEN_DOMCTL_CDF_hap if hap else 0)
-            config.arch.emulation_flags = X.XEN_X86_EMU_HVM
-        config.max_vcpus = spec.vcpus
-        config.max_evtchn_port = 1023           # libxl's default
-        config.max_grant_frames = -1            # -1: the hypervisor's default
-        config.max_maptrack_frames = -1
-        config.grant_opts = 1                   # grant table version 1
-        domid = c_uint32(0)                     # 0: let Xen choose the id
-        self._call("xc_domain_create", byref(domid), byref(config))
         try:
-            self._call("xc_domain_setmaxmem", domid.value, spec.maxmem_kib)
+            return self._toolstack().create(spec)
+        except LibxlConfigError as e:
+            raise HypervisorError(errno.EINVAL, str(e)) from None
+
+    def memory_needed_kib(self, spec: DomainSpec) -> int:
+        try:
+            return max(self._toolstack().memory_needed_kib(spec),
+                       super().memory_needed_kib(spec))
+        except HypervisorError as e:
+            log.debug("libxl cannot size %s (%s); counting its memory only", spec.name, e)
+            return super().memory_needed_kib(spec)
+
+    def native_config(self, domid: int) -> Optional[DomainSpec]:
+        from .libxl_config import spec_from_config
+        try:
+            cfg = self._toolstack().configuration(_domid(domid))
         except HypervisorError:
-            self._call("xc_domain_destroy", domid.value)
-            raise
-        return domid.value
+            return None
+        if not cfg:
+            return None
+        try:
+            return spec_from_config(cfg)
+        except (TypeError, ValueError, AttributeError) as e:
+            log.warning("domain %d: libxl's configuration is unusable: %s", domid, e)
+            return None
 
     def pause(self, domid: int) -> None:
         self._call("xc_domain_pause", _domid(domid))
@@ -191,7 +234,38 @@ class XenctrlHypervisor(Hypervisor):
         self._call("xc_domain_shutdown", _domid(domid), reason)
 
     def destroy(self, domid: int) -> None:
-        self._call("xc_domain_destroy", _domid(domid))
+        """Through libxl (devices, hotplug scripts, loop devices, xenstore go with it); if
+        libxl cannot, the hypervisor call, so the domain never outlives a destroy."""
+        domid = _domid(domid)
+        self.domain_info(domid)                 # ESRCH for a domain that is not there
+        try:
+            self._toolstack().destroy(domid)
+        except HypervisorError as e:
+            log.warning("libxl could not destroy domain %d (%s); destroying it directly",
+                        domid, e)
+            try:
+                self._call("xc_domain_destroy", domid)
+            except HypervisorError as e2:
+                if e2.errno != errno.ESRCH:
+                    raise
+        # a destroyed domain lingers while Xen releases its memory: wait until it is gone
+        deadline = time.monotonic() + _DYING_WAIT
+        while time.monotonic() < deadline:
+            try:
+                self.domain_info(domid)
+            except HypervisorError as e:
+                if e.errno == errno.ESRCH:
+                    return
+                raise
+            time.sleep(0.1)
+        log.warning("domain %d is still dying %g s after its destroy", domid, _DYING_WAIT)
+
+    def dump_core(self, domid: int, path: str, header: dict) -> None:
+        """libxenctrl's ELF core of the domain, as the original wrote it."""
+        if self._xg is None:
+            self._xg = X.load_xenguest()
+        self._call("xc_domain_dumpcore", _domid(domid), os.fsencode(path), lib=self._xg)
+        os.chmod(path, 0o600)
 
     def set_max_memory(self, domid: int, kib: int) -> None:
         self._call("xc_domain_setmaxmem", _domid(domid), _kib(kib))
@@ -241,9 +315,19 @@ class XenctrlHypervisor(Hypervisor):
         self._call("xc_vcpu_setaffinity", _domid(domid), vcpu, hard, soft,
                    X.XEN_VCPUAFFINITY_HARD)
 
+    def _credit_api(self) -> Tuple[str, type]:
+        """The weight/cap calls of the host's scheduler: credit2 (Xen 4.17's default) has
+        its own, with the same two settings."""
+        sched = c_int(0)
+        self._call("xc_sched_id", byref(sched))
+        if sched.value == X.XEN_SCHEDULER_CREDIT2:
+            return "xc_sched_credit2_domain", X.xen_domctl_sched_credit2
+        return "xc_sched_credit_domain", X.xen_domctl_sched_credit
+
     def sched_credit_get(self, domid: int) -> Tuple[int, int]:
-        params = X.xen_domctl_sched_credit()
-        self._call("xc_sched_credit_domain_get", _domid(domid), byref(params))
+        prefix, struct = self._credit_api()
+        params = struct()
+        self._call(prefix + "_get", _domid(domid), byref(params))
         return params.weight, params.cap
 
     def sched_credit_set(self, domid: int, weight: int, cap: int) -> None:
@@ -251,8 +335,9 @@ class XenctrlHypervisor(Hypervisor):
         if not (isinstance(weight, int) and 1 <= weight <= 65535
                 and isinstance(cap, int) and 0 <= cap <= 65535):
             raise HypervisorError(errno.EINVAL, f"bad credit weight/cap {weight!r}/{cap!r}")
-        params = X.xen_domctl_sched_credit(weight=weight, cap=cap)
-        self._call("xc_sched_credit_domain_set", _domid(domid), byref(params))
+        prefix, struct = self._credit_api()
+        params = struct(weight=weight, cap=cap)
+        self._call(prefix + "_set", _domid(domid), byref(params))
 
     # -- the store (xenstored through libxenstore) ---------------------------------------------
     def _xs(self) -> Tuple[ctypes.CDLL, int]:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # annotations only: typing is not imported at run time
     from typing import Any, List, Optional
 
 from xend.xm.commands import CommandError, Context, domid_of, parse
+from xend.xm.xenconsole import SERVED_BY_XENCONSOLED
 
 ESCAPE = b"\x1d"  # Ctrl-]
 POLL_INTERVAL = 0.2
@@ -38,7 +39,7 @@ def console(ctx: Context, args: List[str]) -> int:
         if o.quiet:
             return 1
         raise CommandError(f"Domain '{o.domain}' is not started", usage=True)
-    return attach(ctx, o.domain)
+    return attach(ctx, o.domain, num=int(o.num) if str(o.num).isdigit() else 0)
 
 
 def _stdin_fd(ctx: Context) -> Optional[int]:
@@ -88,10 +89,22 @@ def _write(ctx: Context, data: bytes) -> None:
         ctx.out.flush()
 
 
-def attach(ctx: Context, dom: str, interval: float = POLL_INTERVAL) -> int:
-    """Follow ``dom``'s console until Ctrl-] (terminal), end of stdin, or the domain is gone."""
+def attach(ctx: Context, dom: str, interval: float = POLL_INTERVAL, num: int = 0) -> int:
+    """Follow ``dom``'s console until Ctrl-] (terminal), end of stdin, or the domain is gone.
+    Where xenconsoled serves it (real Xen), xm becomes xenconsoled's client instead."""
     import select
     import xmlrpc.client
+
+    try:
+        first = ctx.server.xend.domain.console(dom, "0")
+    except xmlrpc.client.Fault as f:
+        if SERVED_BY_XENCONSOLED not in f.faultString:
+            raise
+        from xend.xm.xenconsole import exec_client
+        ctx.out.flush()
+        exec_client(domid_of(ctx.server.xend.domain(dom)), num)
+        raise CommandError("xenconsole (xenconsoled's client) is not installed: "
+                           "cannot attach to the console") from None
 
     fd = _stdin_fd(ctx)
     is_tty = fd is not None and os.isatty(fd)
@@ -105,7 +118,10 @@ def attach(ctx: Context, dom: str, interval: float = POLL_INTERVAL) -> int:
             # Drain everything buffered so far.
             while True:
                 try:
-                    next_offset, data = ctx.server.xend.domain.console(dom, offset)
+                    if first is not None:
+                        (next_offset, data), first = first, None
+                    else:
+                        next_offset, data = ctx.server.xend.domain.console(dom, offset)
                 except xmlrpc.client.Fault as f:
                     if received_once and f.faultCode == 3:
                         return 0  # the domain is gone

@@ -1,0 +1,243 @@
+"""Building, tearing down and re-reading real domains through libxenlight (libxl) 4.17.
+
+libxl is Xen's own toolstack library (``xl`` is a thin front end to it): it builds a guest's
+memory and kernel (libxenguest), writes the domain's xenstore directories, introduces the
+domain to xenstored, hands its console ring to xenconsoled, and creates its devices with
+the backend/hotplug protocol (running ``/etc/xen/scripts/block``, ``vif-bridge`` ...) and
+tears all of it down again. xend hands it a configuration as JSON (``libxl_config``) and
+keeps everything else (on_* actions, managed domains, the store entries of its own) itself.
+
+One context for the xend process, opened lazily on the first call after daemonizing (a
+libxl context must not cross a fork). Calls are synchronous (``ao_how`` NULL); ctypes drops
+the GIL meanwhile, so other requests go on while a guest boots. libxl's log messages go to
+the ``xend.libxl`` logger; those of warning level and above during a call are kept with the
+call, so a failure is reported with libxl's own reasons (a hotplug script's ``hotplug-error``
+node among them).
+
+Children: libxl forks for hotplug scripts and bootloaders. It is put in the
+``always_selective_reap`` mode, so it reaps only its own children and Python's own
+``subprocess`` calls keep their exit statuses.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import logging
+import os
+import threading
+from ctypes import byref, c_uint32, c_void_p
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+from ..errors import HypervisorError
+from . import libxl_api as A
+from . import libxl_config
+from .base import DeviceSpec, DomainSpec
+
+log = logging.getLogger("xend.libxl")
+
+_LEVELS = {A.XTL_DEBUG: logging.DEBUG, A.XTL_VERBOSE: logging.DEBUG,
+           A.XTL_DETAIL: logging.DEBUG, A.XTL_PROGRESS: logging.DEBUG,
+           A.XTL_INFO: logging.INFO, A.XTL_NOTICE: logging.INFO,
+           A.XTL_WARN: logging.WARNING, A.XTL_ERROR: logging.ERROR,
+           A.XTL_CRITICAL: logging.CRITICAL}
+_MESSAGE_MAX = 4096
+#: how many of libxl's messages a failure report quotes (the last ones)
+_REPORT_LINES = 4
+INVALID_DOMID = 0x7FF4      # DOMID_INVALID of xen.h: "no domain" in log messages
+
+ProgressCallback = Callable[[str, int, int, int], None]
+
+
+class LibxlError(HypervisorError):
+    """A libxl call failed; ``messages`` are libxl's warnings and errors during it."""
+
+    def __init__(self, err: int, message: str, messages: List[str]):
+        super().__init__(err, message)
+        self.messages = messages
+
+
+class LibxlToolstack:
+    def __init__(self) -> None:
+        self._lib = A.load_libxl()
+        self._vsnprintf = A.load_vsnprintf()
+        self._libc = ctypes.CDLL("libc.so.6")
+        self._libc.free.argtypes = [c_void_p]
+        self._libc.free.restype = None
+        self._pid = os.getpid()
+        self._local = threading.local()
+        # the callbacks must live as long as the context: kept on self
+        self._callbacks = (A.VMESSAGE(self._on_message), A.PROGRESS(self._on_progress),
+                           A.DESTROY(lambda _logger: None))
+        self._logger = A.xentoollog_logger(*self._callbacks)
+        ctx = c_void_p()
+        rc = self._lib.libxl_ctx_alloc(byref(ctx), A.LIBXL_VERSION, 0, byref(self._logger))
+        if rc or not ctx:
+            raise HypervisorError(errno.EIO, "cannot open a libxl context: "
+                                             + A.describe_error(rc))
+        self._ctx = ctx
+        self._hooks = A.libxl_childproc_hooks(
+            chldowner=A.LIBXL_SIGCHLD_OWNER_LIBXL_ALWAYS_SELECTIVE_REAP)
+        self._lib.libxl_childproc_setmode(ctx, byref(self._hooks), None)
+
+    # -- libxl's log ----------------------------------------------------------------------------
+    def _on_message(self, _logger: Any, level: int, errnoval: int, context: Optional[bytes],
+                    fmt: Optional[bytes], args: Optional[int]) -> None:
+        try:
+            buf = ctypes.create_string_buffer(_MESSAGE_MAX)
+            if fmt:
+                self._vsnprintf(buf, _MESSAGE_MAX, fmt, args)
+            text = buf.value.decode(errors="replace").rstrip()
+            if errnoval is not None and errnoval > 0:
+                text = f"{text}: {os.strerror(errnoval)}"
+            where = context.decode(errors="replace") if context else "libxl"
+            log.log(_LEVELS.get(level, logging.INFO), "%s: %s", where, text)
+            kept = getattr(self._local, "messages", None)
+            if kept is not None and level >= A.XTL_WARN:
+                kept.append(text)
+        except Exception:  # noqa: BLE001 - never let an exception unwind into C
+            pass
+
+    def _on_progress(self, _logger: Any, context: Optional[bytes], doing: Optional[bytes],
+                     percent: int, done: int, total: int) -> None:
+        try:
+            callback = getattr(self._local, "progress", None)
+            if callback is not None:
+                callback((doing or b"").decode(errors="replace"), percent, done, total)
+        except Exception:  # noqa: BLE001
+            pass
+
+    @contextlib.contextmanager
+    def _call(self, progress: Optional[ProgressCallback] = None) -> Iterator[List[str]]:
+        if os.getpid() != self._pid:
+            raise HypervisorError(errno.EINVAL, "libxl context used across fork()")
+        messages: List[str] = []
+        outer = getattr(self._local, "messages", None), getattr(self._local, "progress", None)
+        self._local.messages, self._local.progress = messages, progress
+        try:
+            yield messages
+        finally:
+            self._local.messages, self._local.progress = outer
+
+    def _fail(self, rc: int, what: str, messages: List[str]) -> LibxlError:
+        reasons = [m for m in messages if m]
+        # the last messages are the nearest to the cause; one line each, no repeats
+        quoted: List[str] = []
+        for m in reversed(reasons):
+            if m not in quoted:
+                quoted.insert(0, m)
+            if len(quoted) == _REPORT_LINES:
+                break
+        detail = "; ".join(quoted) if quoted else A.describe_error(rc)
+        return LibxlError(A.LIBXL_ERRNO.get(rc, errno.EIO), f"{what}: {detail}", reasons)
+
+    # -- configurations -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _domain_config(self, text: Optional[str], messages: List[str]) -> Iterator[Any]:
+        cfg = A.opaque("libxl_domain_config")
+        self._lib.libxl_domain_config_init(cfg)
+        try:
+            if text is not None:
+                rc = self._lib.libxl_domain_config_from_json(self._ctx, cfg, text.encode())
+                if rc:
+                    raise self._fail(rc, "libxl refused the domain configuration", messages)
+            yield cfg
+        finally:
+            self._lib.libxl_domain_config_dispose(cfg)
+
+    def _to_json(self, cfg: Any) -> Optional[Dict[str, Any]]:
+        ptr = self._lib.libxl_domain_config_to_json(self._ctx, cfg)
+        if not ptr:
+            return None
+        try:
+            return json.loads(ctypes.string_at(ptr).decode(errors="replace"))
+        except ValueError:
+            return None
+        finally:
+            self._libc.free(ptr)
+
+    # -- domains --------------------------------------------------------------------------------
+    def create(self, spec: DomainSpec) -> int:
+        """Build ``spec`` with its devices, left paused; libxl undoes a half-built domain
+        itself before it returns a failure."""
+        text = libxl_config.domain_json(spec)
+        log.debug("libxl configuration of %s: %s", spec.name, text)
+        domid = c_uint32(0)
+        with self._call() as messages, self._domain_config(text, messages) as cfg:
+            rc = self._lib.libxl_domain_create_new(self._ctx, cfg, byref(domid), None, None)
+            if rc:
+                raise self._fail(rc, f"building domain {spec.name} failed", messages)
+        return domid.value
+
+    def memory_needed_kib(self, spec: DomainSpec) -> int:
+        """What building ``spec`` takes from the host's free memory (libxl's own figure:
+        the guest's memory plus what Xen needs beside it)."""
+        need = ctypes.c_uint64(0)
+        with self._call() as messages, \
+                self._domain_config(libxl_config.domain_json(spec), messages) as cfg:
+            rc = self._lib.libxl_domain_need_memory(self._ctx, cfg, INVALID_DOMID, byref(need))
+            if rc:
+                raise self._fail(rc, f"cannot size domain {spec.name}", messages)
+        return int(need.value)
+
+    def destroy(self, domid: int) -> None:
+        """Destroy the domain and everything libxl set up for it (devices and their hotplug
+        scripts, loop devices, the device model, its xenstore directories)."""
+        with self._call() as messages:
+            rc = self._lib.libxl_domain_destroy(self._ctx, domid, None)
+        if rc:
+            raise self._fail(rc, f"destroying domain {domid} failed", messages)
+
+    def unpause(self, domid: int) -> None:
+        with self._call() as messages:
+            rc = self._lib.libxl_domain_unpause(self._ctx, domid, None)
+        if rc:
+            raise self._fail(rc, f"unpausing domain {domid} failed", messages)
+
+    def configuration(self, domid: int) -> Optional[Dict[str, Any]]:
+        """The configuration libxl keeps for ``domid`` (as JSON data), or None when libxl
+        keeps none (a domain another toolstack built without libxl)."""
+        with self._call() as messages, self._domain_config(None, messages) as cfg:
+            rc = self._lib.libxl_retrieve_domain_configuration(self._ctx, domid, cfg, None)
+            if rc:
+                log.debug("no libxl configuration for domain %d: %s", domid,
+                          "; ".join(messages) or A.describe_error(rc))
+                return None
+            return self._to_json(cfg)
+
+    # -- devices of a running domain ------------------------------------------------------------
+    def _device(self, kind: str, dev: DeviceSpec, action: str, domid: int) -> None:
+        to_json = libxl_config.disk_json if kind == "disk" else libxl_config.nic_json
+        text = json.dumps(to_json(dev))
+        buf = A.opaque(f"libxl_device_{kind}")
+        lib = self._lib
+        getattr(lib, f"libxl_device_{kind}_init")(buf)
+        try:
+            with self._call() as messages:
+                rc = getattr(lib, f"libxl_device_{kind}_from_json")(self._ctx, buf, text.encode())
+                if rc:
+                    raise self._fail(rc, f"libxl refused the {kind} {text}", messages)
+                rc = getattr(lib, f"libxl_device_{kind}_{action}")(self._ctx, domid, buf, None)
+                if rc:
+                    raise self._fail(rc, f"{action} of {kind} {dev.devid} of domain {domid} "
+                                         f"failed", messages)
+        finally:
+            getattr(lib, f"libxl_device_{kind}_dispose")(buf)
+
+    def add_disk(self, domid: int, dev: DeviceSpec) -> None:
+        self._device("disk", dev, "add", domid)
+
+    def remove_disk(self, domid: int, dev: DeviceSpec, force: bool = False) -> None:
+        self._device("disk", dev, "destroy" if force else "remove", domid)
+
+    def add_nic(self, domid: int, dev: DeviceSpec) -> None:
+        self._device("nic", dev, "add", domid)
+
+    def remove_nic(self, domid: int, dev: DeviceSpec, force: bool = False) -> None:
+        self._device("nic", dev, "destroy" if force else "remove", domid)
+
+    def close(self) -> None:
+        if self._ctx and os.getpid() == self._pid:
+            self._lib.libxl_ctx_free(self._ctx)
+        self._ctx = None
