@@ -203,8 +203,12 @@ step_own_create_c() {
     new_disk "$WORK/g2.img"
     own_cfg g2 "disk = ['file:$WORK/g2.img,xvda,w']"
     rm -f "$(console_of g2)"
-    # the boot, as xm create -c shows it through xenconsoled's client
-    timeout 90 xm create -c "$WORK/g2.cfg" </dev/null >"$WORK/g2-create-c.out" 2>&1
+    # the boot, as xm create -c shows it through xenconsoled's client (which runs until
+    # it is told to stop: once the guest is ready)
+    timeout 240 xm create -c "$WORK/g2.cfg" </dev/null >"$WORK/g2-create-c.out" 2>&1 &
+    local client=$!
+    wait_for 240 grep -q "xenvm-guest: ready" "$WORK/g2-create-c.out"
+    kill "$client" 2>/dev/null; wait "$client" 2>/dev/null
     sed 's/^/    | /' "$WORK/g2-create-c.out" | tail -n 12
     grep -q "Started domain g2" "$WORK/g2-create-c.out" || fail "xm create -c did not start g2"
     grep -q "xenvm-guest: hello" "$WORK/g2-create-c.out" || fail "xm create -c did not show the boot"
