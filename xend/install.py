@@ -2,7 +2,8 @@
 
 pip installs the shipped files with the package: the etc/ tree under ``<prefix>/share/xend/etc``
 and the man pages under ``<prefix>/share/man`` (where ``man`` finds them when ``<prefix>/bin``
-is on PATH). This copies them to ``<root>`` (``/`` by default):
+is on PATH); an editable install (and a plain checkout) uses the checkout's etc/ and man/.
+This copies them to ``<root>`` (``/`` by default):
 
 * the etc/ tree to ``<root>/etc`` (``systemd/`` to ``etc/systemd/system``): the config, the
   example guest configs, the scripts, the init script, /etc/default/xend, logrotate, bash
@@ -31,23 +32,25 @@ STANDARD_BIN_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _shipped(installed: str, in_checkout: str) -> str:
-    """The installed data directory, else the source checkout's (an editable install)."""
-    return installed if os.path.isdir(installed) else os.path.join(CHECKOUT, in_checkout)
+def from_checkout() -> bool:
+    """True when this package runs from a source checkout (an editable install, or none):
+    then the checkout's etc/ and man/ are the shipped files, as they are now."""
+    return os.path.isfile(os.path.join(CHECKOUT, "etc", "init.d", "xend"))
 
 
 def shipped_etc() -> str:
     """The shipped etc/ tree."""
-    return _shipped(os.path.join(sys.prefix, "share", "xend", "etc"), "etc")
+    if from_checkout():
+        return os.path.join(CHECKOUT, "etc")
+    return os.path.join(sys.prefix, "share", "xend", "etc")
 
 
 def shipped_man_pages() -> List[str]:
     """The shipped man pages (``NAME.SECTION`` files)."""
-    installed = os.path.join(sys.prefix, "share", "man")
-    pages = [os.path.join(installed, f"man{p.rsplit('.', 1)[1]}", p) for p in man_page_names()]
-    if all(os.path.isfile(p) for p in pages):
-        return pages
-    return [os.path.join(CHECKOUT, "man", p) for p in man_page_names()]
+    if from_checkout():
+        return [os.path.join(CHECKOUT, "man", p) for p in man_page_names()]
+    return [os.path.join(sys.prefix, "share", "man", f"man{p.rsplit('.', 1)[1]}", p)
+            for p in man_page_names()]
 
 
 def man_page_names() -> List[str]:
