@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -85,7 +86,24 @@ def fresh_root(tmp_path):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
     yield root
+    for pid in processes_inside(root):      # e.g. a demo xend a failed step left running
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     shutil.rmtree(root, ignore_errors=True)
+
+
+def processes_inside(root: Path) -> list:
+    """Processes whose root directory is ``root`` (started in the chroot by this test)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.readlink(f"/proc/{entry}/root") == str(root):
+                found.append(int(entry))
+        except OSError:
+            pass
+    return found
 
 
 @pytest.mark.timeout(3600)
@@ -124,9 +142,15 @@ def _run_readme(root: Path, report: Report) -> None:
     stop = re.search(r"^xend is left running; stop it with: (\S+ -c \S+ stop)$", r.stdout, re.M)
     assert stop, r.stdout
     assert stop.group(1).startswith(f"{CHECKOUT}/.venv/bin/xend -c /tmp/xend-demo.")
-    r, t = in_root(root, stop.group(1), 120)
+    status = stop.group(1)[:-len("stop")] + "status"
+    r, t = in_root(root, f"{status}; echo status $?; xm=$(dirname {stop.group(1).split()[0]})/xm; "
+                   f"XEND_CONFIG={stop.group(1).split()[2]} $xm list demo", 120)
+    report.step("still running? (status, xm list demo)", r, t)
+    assert "status 0\n" in r.stdout and re.search(r"^demo +1 ", r.stdout, re.M), r.stdout
+    r, t = in_root(root, f"{stop.group(1)} && {status}; echo status $?", 120)
     report.step(stop.group(1), r, t)
-    assert r.returncode == 0, r.stdout
+    assert r.stdout.endswith("status 3\n"), r.stdout    # stopped, and said nothing
+    assert processes_inside(root) == []
 
     # 3. README's "Run the tests": its packages, then the command .ci/run runs
     line = "apt-get install -y -q " + " ".join(readme_test_packages(options=True))

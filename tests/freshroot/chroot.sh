@@ -4,8 +4,9 @@
 #   chroot.sh build             debootstrap bookworm (minbase) once into the cache
 #   chroot.sh copy DIR          a new copy of the cached root in DIR (must not exist)
 #   chroot.sh run DIR CMD...    run CMD (as root, cwd /root) inside DIR with proc, sys, dev,
-#                               /dev/pts, /dev/shm, /run and /tmp mounted in a private mount
-#                               namespace (they vanish with the command)
+#                               /dev/pts, /dev/shm and /run mounted in a private mount
+#                               namespace (they vanish with the command; /tmp is the copy's
+#                               own, so a daemon one command started is seen by the next)
 #
 # Cache: $XEND_FRESHROOT_CACHE (default /var/cache/xend-freshroot)/rootfs: exactly what
 # debootstrap made, never changed afterwards (each test works on a copy). Delete it to start
@@ -72,7 +73,6 @@ run() {
         mount -t tmpfs tmpfs "$r/dev/shm"
         mount -t tmpfs tmpfs "$r/run"
         mkdir -p "$r/run/lock"
-        mount -t tmpfs tmpfs "$r/tmp"
         cd "$r/root"
         exec chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
             HOME=/root LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive TERM=dumb \
