@@ -276,3 +276,15 @@ def test_vif_bridge_attaches_and_detaches_in_a_network_namespace(tmp_path):
         assert r.returncode == 1 and "bridge nosuchbr does not exist" in r.stderr
     finally:
         run(["ip", "netns", "del", ns])
+
+
+@pytest.mark.parametrize("script", ["etc/xen/scripts/vif-bridge", "examples/quickstart.sh"])
+def test_shell_scripts_are_posix_sh(script):
+    for shell in ("sh", "dash"):
+        if shutil.which(shell):
+            r = run([shell, "-n", str(REPO / script)], timeout=30)
+            assert r.returncode == 0, r.stderr
+    if shutil.which("checkbashisms") is None:
+        pytest.skip("checkbashisms not installed (devscripts)")
+    r = run(["checkbashisms", str(REPO / script)], timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
