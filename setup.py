@@ -5,8 +5,23 @@ import os
 from setuptools import find_packages, setup
 
 
-def etc_files(pattern):
-    return [f for f in glob.glob(pattern) if os.path.isfile(f)]
+def etc_data_files():
+    """Every file of etc/, under share/xend/etc (``xend install-files`` lays them into /)."""
+    found = []
+    for dirpath, dirs, files in sorted(os.walk("etc")):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        paths = [os.path.join(dirpath, f) for f in sorted(files)]
+        if paths:
+            found.append((os.path.join("share", "xend", dirpath), paths))
+    return found
+
+
+def man_data_files():
+    """man/NAME.N -> share/man/manN, where man(1) finds them when <prefix>/bin is on PATH."""
+    sections = {}
+    for page in sorted(glob.glob("man/*.[1-8]")):
+        sections.setdefault(page.rsplit(".", 1)[1], []).append(page)
+    return [(f"share/man/man{n}", pages) for n, pages in sorted(sections.items())]
 
 
 setup(
@@ -15,7 +30,7 @@ setup(
     description="Xen node control daemon (xend), the xm client and the SysV init script",
     long_description=open("README.md").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.11",
+    python_requires=">=3.9",
     packages=find_packages(include=["xend", "xend.*"]),
     install_requires=[
         "sexpdata==1.0.2",
@@ -23,7 +38,14 @@ setup(
         "lockfile==0.12.2",
     ],
     extras_require={
-        "test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "hypothesis==6.155.2"],
+        # pytest 9 and hypothesis after 6.141 need Python 3.10: 3.9 gets the last that run on it.
+        "test": [
+            'pytest==9.0.3; python_version >= "3.10"',
+            'pytest==8.4.2; python_version < "3.10"',
+            "pytest-timeout==2.4.0",
+            'hypothesis==6.155.2; python_version >= "3.10"',
+            'hypothesis==6.141.1; python_version < "3.10"',
+        ],
     },
     entry_points={
         "console_scripts": [
@@ -32,14 +54,10 @@ setup(
             "xend-sim = xend.simcli:main",
         ],
     },
-    # Installed under <prefix>/share/xend/etc; `xend install-files` lays them into / (or a
-    # --root) without overwriting an administrator's edited files.
-    data_files=[
-        ("share/xend/etc/xen", etc_files("etc/xen/*")),
-        ("share/xend/etc/xen/scripts", etc_files("etc/xen/scripts/*")),
-        ("share/xend/etc/init.d", etc_files("etc/init.d/*")),
-        ("share/xend/etc/default", etc_files("etc/default/*")),
-        ("share/xend/etc/logrotate.d", etc_files("etc/logrotate.d/*")),
-        ("share/xend/etc/systemd", etc_files("etc/systemd/*")),
+    # Installed under <prefix>/share: etc/ as share/xend/etc (`xend install-files` lays it into /
+    # or a --root, never overwriting an administrator's edited files), the man pages, and xm's
+    # bash completion where bash-completion looks for it beside <prefix>/bin.
+    data_files=etc_data_files() + man_data_files() + [
+        ("share/bash-completion/completions", ["etc/bash_completion.d/xm"]),
     ],
 )

@@ -1,9 +1,21 @@
 #!/bin/sh
 # Run a complete xend with the simulated hypervisor in a scratch directory, create a guest
 # from an xm config file and show `xm list`. Nothing outside the scratch directory is touched.
+# The scratch directory is a new one made by mktemp, unless XEND_DEMO_DIR names one (run again
+# with the same XEND_DEMO_DIR, it finds its xend and guest and shows them again).
+# xend and xm are the ones on PATH (README: the checkout's .venv/bin first).
 set -e
-DIR=${XEND_DEMO_DIR:-${TMPDIR:-/tmp}/xend-demo}
-mkdir -p "$DIR"
+XEND=$(command -v xend) && XM=$(command -v xm) || {
+    echo "quickstart: xend and xm are not on PATH (README: install them into .venv first)" >&2
+    exit 1
+}
+if [ -n "${XEND_DEMO_DIR:-}" ]; then
+    DIR=$XEND_DEMO_DIR
+    mkdir -p "$DIR"
+else
+    DIR=$(mktemp -d "${TMPDIR:-/tmp}/xend-demo.XXXXXX")
+fi
+DIR=$(cd "$DIR" && pwd)
 cat > "$DIR/xend-config.sxp" <<CFG
 # Every path xend uses, inside $DIR
 (xend-pid-file $DIR/run/xend.pid)
@@ -33,8 +45,8 @@ vif = ['']
 root = "/dev/xvda ro"
 CFG
 export XEND_CONFIG="$DIR/xend-config.sxp"
-xend start
-xm list demo >/dev/null 2>&1 || xm create "$DIR/demo.cfg"
-xm list
+"$XEND" start
+"$XM" list demo >/dev/null 2>&1 || "$XM" create "$DIR/demo.cfg"
+"$XM" list
 echo
-echo "xend is running with XEND_CONFIG=$XEND_CONFIG (stop it: XEND_CONFIG=$XEND_CONFIG xend stop)"
+echo "xend is left running; stop it with: $XEND -c $XEND_CONFIG stop"

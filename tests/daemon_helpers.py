@@ -14,13 +14,22 @@ from pathlib import Path
 from typing import Dict, Optional
 
 
+def installed_command(name: str) -> Optional[str]:
+    """The console script ``name`` installed beside the Python running the tests (a virtual
+    environment's bin/, which need not be on PATH), else the one on PATH, else None."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return beside
+    return shutil.which(name)
+
+
 def xend_command() -> list:
-    exe = shutil.which("xend")
+    exe = installed_command("xend")
     return [exe] if exe else [sys.executable, "-m", "xend.cli"]
 
 
 def xm_command() -> list:
-    exe = shutil.which("xm")
+    exe = installed_command("xm")
     return [exe] if exe else [sys.executable, "-m", "xend.xm.main"]
 
 

@@ -230,9 +230,31 @@ def test_check_config_reports_every_error(tmp_path):
 
 def test_usage_and_unknown_command():
     r = subprocess.run(xend_command(), capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1 and "usage:" in r.stdout
-    r = subprocess.run(xend_command() + ["frobnicate"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1 and "not an option: frobnicate" in r.stdout
+    assert r.returncode == 1 and r.stdout.startswith("usage: xend ")
+    for bad in (["frobnicate"], ["-c"], ["start", "stop"], ["install-files", "--bogus"]):
+        r = subprocess.run(xend_command() + bad, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and r.stdout == "", (bad, r)
+        assert r.stderr.startswith("xend: ") and "\nusage: xend " in r.stderr, (bad, r.stderr)
+    assert "not an option: frobnicate" in subprocess.run(
+        xend_command() + ["frobnicate"], capture_output=True, text=True, timeout=30).stderr
+
+
+def test_help_lists_every_command_and_each_command_has_its_own():
+    from xend.cli import SUBCOMMANDS
+
+    for flag in ("--help", "-h", "help"):
+        r = subprocess.run(xend_command() + [flag], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and r.stderr == "", r
+        for name in SUBCOMMANDS:
+            assert f"\n  {name} " in r.stdout, (name, r.stdout)
+        assert "-c FILE, --config FILE" in r.stdout and "XEND_CONFIG" in r.stdout
+    for name in SUBCOMMANDS:
+        for args in ([name, "--help"], ["-c", "/nonexistent.sxp", name, "-h"]):
+            if name == "install-files" and args[0] == "-c":
+                continue
+            r = subprocess.run(xend_command() + args, capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0 and r.stdout.startswith("usage: xend "), (args, r)
+            assert f" {name}" in r.stdout.splitlines()[0] and "exit status: " in r.stdout
 
 
 def test_install_files_never_overwrites(tmp_path):

@@ -5,7 +5,7 @@ named by XEND_DEFAULTS (direct runs), and always stops what it started in a fina
 The `service` round trip (root only, no systemd as PID 1) installs the script as
 /etc/init.d/xend and a settings file as /etc/default/xend for its duration.
 
-Skipped while `xend` is not on PATH.
+Skipped while `xend` is not installed (beside the Python running the tests, or on PATH).
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.daemon_helpers import installed_command
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "etc" / "init.d" / "xend"
-XEND = shutil.which("xend")
+XEND = installed_command("xend")
 
 pytestmark = pytest.mark.skipif(
-    XEND is None, reason="the `xend` command is not on PATH (not installed yet)"
+    XEND is None, reason="the `xend` command is not installed (pip install -e .)"
 )
 
 

@@ -57,9 +57,12 @@ def test_usage_and_unknown_command():
         r = run_xm(*args)
         assert r.returncode == 0 and "xm full list of subcommands:" in r.stdout
         assert all(f" {name:<20} " in r.stdout for name in xm_main.COMMANDS)
-    r = run_xm("frobnicate")
-    assert r.returncode == 1 and r.stderr == "Error: Subcommand frobnicate not found!\n"
-    assert r.stdout.startswith("Usage: xm <subcommand> [args]")
+    for args in (("frobnicate",), ("help", "frobnicate")):
+        r = run_xm(*args)
+        assert r.returncode == 1 and r.stderr == "Error: Subcommand frobnicate not found!\n"
+        assert r.stdout.startswith("Usage: xm <subcommand> [args]")
+    r = run_xm("help", "li")
+    assert r.returncode == 0 and r.stdout.startswith("Usage: xm list [options] [Domain, ...]\n")
     r = run_xm("list", "--help")
     assert r.returncode == 0 and r.stdout.startswith("Usage: xm list [options] [Domain, ...]\n")
     assert "  -l, --long" in r.stdout

@@ -6,8 +6,74 @@ import sys
 from typing import List, Optional
 
 USAGE = ("usage: xend [-c FILE|--config FILE] {start|stop|reload|restart|status|check-config}\n"
-         "       xend install-files [--root DIR]")
-COMMANDS = ("start", "trace_start", "stop", "restart", "reload", "status", "check-config")
+         "       xend install-files [--root DIR]\n"
+         "       xend [COMMAND] --help")
+
+# name: (arguments, summary, more detail, exit status)
+SUBCOMMANDS = {
+    "start": ("", "start the daemon in the background",
+              "Returns once its servers answer, or says why they did not. A running xend is "
+              "left alone.",
+              "0 running (also when it already was), 1 it failed to start"),
+    "trace_start": ("", "the same as start", "The original also traced every Python line.",
+                    "as start"),
+    "stop": ("", "stop the daemon",
+             "SIGTERM to the server, then waits for it and its watchdog to go. Domains keep "
+             "running.",
+             "0 stopped (also when it was not running), 1 it did not stop in time"),
+    "restart": ("", "stop, then start", "", "as start"),
+    "reload": ("", "make the running daemon re-read its config file (SIGHUP)", "",
+               "0 (also when xend is not running)"),
+    "status": ("", "tell by the exit status whether the daemon runs", "Prints nothing.",
+               "0 running, 1 dead but its pid file exists, 3 not running, 4 unknown "
+               "(unreadable pid file or config file)"),
+    "check-config": ("", "check the config file; print every option's value and source",
+                     "Every error of the file is reported at once, with its line.",
+                     "0 valid, 1 invalid"),
+    "install-files": ("[--root DIR]", "lay the shipped files into DIR (default /)",
+                      "The config, the init script, the systemd unit, logrotate, "
+                      "/etc/default/xend, the network and vif scripts, example guest configs, "
+                      "the man pages, bash completion, and (for a virtual environment) "
+                      "/usr/local/sbin/xend and xm. A file you edited is kept; the new version "
+                      "is written beside it as FILE.dist.",
+                      "0 done, 1 error"),
+}
+COMMANDS = tuple(name for name in SUBCOMMANDS if name != "install-files")
+EXIT_USAGE = 2
+
+
+def full_help() -> str:
+    """``xend --help``: every subcommand, the options, the environment, the exit codes."""
+    lines = [USAGE, "", "The Xen node control daemon (the simulated hypervisor where the host "
+             "has no Xen).", "", "commands:"]
+    lines += [f"  {name:<14} {summary}" for name, (_a, summary, _d, _s) in SUBCOMMANDS.items()]
+    lines += ["", "options:",
+              "  -c FILE, --config FILE  the xend-config.sxp to use (default $XEND_CONFIG,",
+              "                          else /etc/xen/xend-config.sxp)",
+              "  -h, --help              this help; COMMAND --help: that command's",
+              "", "environment:",
+              "  XEND_CONFIG     the config file when -c is not given",
+              "  XEND_DEBUG      1: start stays in the foreground, output to the terminal",
+              "  XEND_DAEMONIZE  0: start stays in the foreground",
+              "", "exit status: 0 success, 1 failure, 2 bad usage; status: 0 running, "
+              "3 not running.", "See xend(8) and xend-config.sxp(5)."]
+    return "\n".join(lines) + "\n"
+
+
+def command_help(name: str) -> str:
+    import textwrap
+
+    args, summary, detail, status = SUBCOMMANDS[name]
+    config = "" if name == "install-files" else "[-c FILE|--config FILE] "
+    text = (summary[0].upper() + summary[1:] + ". " + detail).strip()
+    return (f"usage: xend {config}{name} {args}".rstrip() + "\n\n" + textwrap.fill(text, 78)
+            + "\n\n" + textwrap.fill("exit status: " + status, 78, subsequent_indent="  ")
+            + "\n")
+
+
+def usage_error(message: str) -> int:
+    print(f"xend: {message}\n{USAGE}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def parse_args(argv: List[str]):
@@ -25,8 +91,6 @@ def parse_args(argv: List[str]):
             continue
         if a.startswith("--config="):
             config = a.split("=", 1)[1]
-        elif a in ("-h", "--help"):
-            rest.append("help")
         else:
             rest.append(a)
         i += 1
@@ -39,17 +103,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["install-files"]:
         return install_files_command(argv[1:])
+    asked_help = any(a in ("-h", "--help") for a in argv)
     try:
-        config, command = parse_args(argv)
+        config, command = parse_args([a for a in argv if a not in ("-h", "--help")])
     except ValueError as e:
-        print(f"xend: {e}\n{USAGE}", file=sys.stderr)
-        return 1
-    if command is None or command == "help":
+        return usage_error(str(e))
+    if command is None and not asked_help:
         print(USAGE)
-        return 1 if command is None else 0
-    if command not in COMMANDS:
-        print(f"not an option: {command}")
         return 1
+    if command in (None, "help"):
+        print(full_help(), end="")
+        return 0
+    if command not in SUBCOMMANDS:
+        return usage_error(f"not an option: {command}")
+    if asked_help:
+        print(command_help(command), end="")
+        return 0
     for var in ("XEND_DEBUG", "XEND_DAEMONIZE"):
         if var in os.environ:
             print(f"{var} = {os.environ[var]}")
@@ -88,11 +157,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 def install_files_command(args: List[str]) -> int:
     from xend.install import install_files
     root = "/"
+    if any(a in ("-h", "--help") for a in args):
+        print(command_help("install-files"), end="")
+        return 0
     if args[:1] == ["--root"] and len(args) == 2:
         root = args[1]
+    elif len(args) == 1 and args[0].startswith("--root="):
+        root = args[0].split("=", 1)[1]
     elif args:
-        print(USAGE, file=sys.stderr)
-        return 1
+        return usage_error("install-files takes only --root DIR")
     try:
         for line in install_files(root):
             print(line)

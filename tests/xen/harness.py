@@ -71,7 +71,9 @@ PHASES: Tuple[Tuple[str, str], ...] = (
     (r"Panic on CPU", "xen panicked"),
 )
 
-SKIP_NAMES = {".git", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache"}
+# .venv*: README's virtual environments in the checkout (hundreds of MB dom0 needs not)
+SKIP_NAMES = {".git", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache",
+              ".venv", ".venv39", "build"}
 
 
 class HarnessError(Exception):

@@ -192,16 +192,17 @@ def main(argv: "Optional[List[str]]" = None) -> int:
         return 1
     cmd, args = argv[0], argv[1:]
     if cmd in ("-h", "--help", "help"):
-        if cmd == "help" and args and lookup(args[0]):
-            out.write(command_help(lookup(args[0])))
+        if cmd == "help" and args:
+            cmd = args[0]
+            if lookup(cmd) is None:
+                return _unknown_command(cmd)
+            out.write(command_help(lookup(cmd)))
         else:
             out.write(long_help())
         return 0
     name = lookup(cmd)
     if name is None:
-        err.write(f"Error: Subcommand {cmd} not found!\n")
-        out.write(short_help())
-        return 1
+        return _unknown_command(cmd)
     if "-h" in args or "--help" in args:
         out.write(command_help(name))
         return 0
@@ -215,6 +216,12 @@ def main(argv: "Optional[List[str]]" = None) -> int:
 
     ctx = Context(uri, config_path=config_path)
     return run_command(ctx, name, args)
+
+
+def _unknown_command(cmd: str) -> int:
+    sys.stderr.write(f"Error: Subcommand {cmd} not found!\n")
+    sys.stdout.write(short_help())
+    return 1
 
 
 def run_command(ctx, name: str, args: list) -> int:
