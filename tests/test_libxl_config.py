@@ -217,3 +217,18 @@ def test_a_domain_built_elsewhere_becomes_a_config():
                                                    "console=hvc0")
     assert cfg.devices == (["vbd", ["uname", "file:/d.img"], ["dev", "xvda"], ["mode", "w"]],
                            ["vif", ["mac", "00:16:3e:00:00:09"], ["bridge", "xenbr0"]])
+
+
+def test_xm_s_pygrub_path_is_found_where_the_host_keeps_it(tmp_path):
+    """xm writes bootloader pygrub as /usr/lib/xen/bin/pygrub (the original's path); a host
+    that keeps it in /usr/lib/xen-4.17/bin has it there."""
+    layout = hostcheck.HostLayout(4, 17)
+    layout.lib = str(tmp_path / "xen-4.17")
+    (tmp_path / "xen-4.17" / "bin").mkdir(parents=True)
+    loader = tmp_path / "xen-4.17" / "bin" / "pygrub"
+    loader.write_text("#!/bin/sh\n")
+    loader.chmod(0o755)
+    assert layout.bootloader("/usr/lib/xen/bin/pygrub") in (str(loader),
+                                                            "/usr/lib/xen/bin/pygrub")
+    assert layout.bootloader("pygrub") is not None
+    assert layout.bootloader("/nowhere/no-such-loader") is None

@@ -361,3 +361,23 @@ def test_config_is_found_on_the_search_path(tmp_path, boot_files, monkeypatch):
     assert path == os.path.join(str(sub), "found.cfg")
     with pytest.raises(ConfigFileError, match=r"^Unable to open config file: nothere\.cfg$"):
         xmconfig.load("nothere.cfg", [], search_path=f".:{sub}")
+
+
+@pytest.mark.parametrize("line,image_type,pvh", [
+    ('type = "pvh"', "linux", True), ("pvh = 1", "linux", True), ('type = "pv"', "linux", False),
+    ('type = "hvm"', "hvm", False),
+])
+def test_xl_guest_types_are_read(tmp_path, boot_files, line, image_type, pvh):
+    """xl's ``type`` (and the 4.4-4.9 ``pvh = 1``): a PVH guest is a linux image with
+    ``(pvh 1)``, type hvm the hvm builder."""
+    kernel = boot_files[0]
+    cfg = write(tmp_path, f'name = "t"\nkernel = "{kernel}"\n{line}\n')
+    image = image_of(convert(cfg))
+    assert image[0] == image_type
+    assert (["pvh", 1] in image[1:]) is pvh
+
+
+def test_an_unknown_guest_type_is_refused(tmp_path, boot_files):
+    cfg = write(tmp_path, f'name = "t"\nkernel = "{boot_files[0]}"\ntype = "xen"\n')
+    with pytest.raises(ConfigFileError, match='Unknown type "xen": use "pv", "pvh" or "hvm"'):
+        convert(cfg)

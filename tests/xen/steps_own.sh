@@ -255,7 +255,7 @@ step_own_pygrub() {
         "'file:$WORK/pygrub.img,xvda,w'" >"$WORK/pg1.cfg"
     own_create pg1 || return
     said pg1 "xenvm.boot=pygrub" || fail "the guest was not booted from its grub.cfg (pygrub)"
-    xm list -l pg1 | grep -q "(bootloader pygrub)" || fail "xm list -l lacks the bootloader"
+    xm list -l pg1 | grep -q "(bootloader [^)]*pygrub)" || fail "xm list -l lacks the bootloader"
     id=$(domid_of pg1)
     show xm destroy pg1 || fail "xm destroy pg1 failed"
     wait_for 30 no_trace_of "$id" || fail "pg1 left traces"

@@ -49,10 +49,13 @@ class HostLayout:
         return self._first(HVMLOADERS)
 
     def bootloader(self, name: str) -> Optional[str]:
-        """The bootloader's path: absolute as given, else in Xen's bin directory or PATH
-        (libxl looks for ``pygrub`` in the former)."""
+        """The bootloader's path: as given when it exists, else its name in Xen's bin
+        directory or on PATH (xm writes ``pygrub`` as the original's ``/usr/lib/xen/bin/
+        pygrub``; Debian keeps it in ``/usr/lib/xen-4.17/bin``)."""
         if os.path.isabs(name):
-            return name if os.access(name, os.X_OK) else None
+            if os.access(name, os.X_OK):
+                return name
+            name = os.path.basename(name)
         for d in (f"{self.lib}/bin", "/usr/lib/xen/bin", "/usr/libexec/xen/bin"):
             path = os.path.join(d, name)
             if os.access(path, os.X_OK):

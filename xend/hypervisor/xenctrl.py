@@ -14,6 +14,7 @@ not be used across fork; we check the pid). The libxl context is opened on first
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import logging
 import os
@@ -190,9 +191,12 @@ class XenctrlHypervisor(Hypervisor):
             raise HypervisorError(errno.EINVAL, f"bad uuid {spec.uuid!r}") from None
         if not 0 < spec.memory_kib <= spec.maxmem_kib or spec.vcpus < 1:
             raise HypervisorError(errno.EINVAL, "bad memory or vcpu count")
-        missing = problems(spec, self.host_layout())
+        layout = self.host_layout()
+        missing = problems(spec, layout)
         if missing:
             raise HypervisorError(errno.ENOENT, "; ".join(missing))
+        if spec.bootloader:
+            spec = dataclasses.replace(spec, bootloader=layout.bootloader(spec.bootloader))
         if spec.memory_kib > self._physinfo_raw().free_pages * 4:
             raise HypervisorError(errno.ENOMEM, os.strerror(errno.ENOMEM))
         try:

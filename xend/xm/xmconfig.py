@@ -40,7 +40,8 @@ OPTIONS: Dict[str, Tuple[str, Any]] = {
     "oos": ("int", 1), "s3_integrity": ("int", 1), "cpuid": ("list", []),
     "cpuid_check": ("list", []),
     # boot
-    "builder": ("str", "linux"), "kernel": ("str", None), "ramdisk": ("str", ""),
+    "builder": ("str", "linux"), "type": ("str", None), "pvh": ("int", 0),
+    "kernel": ("str", None), "ramdisk": ("str", ""),
     "loader": ("str", ""), "bootloader": ("str", None), "bootargs": ("str", None),
     "bootentry": ("str", None), "extra": ("str", ""), "root": ("str", ""),
     "ip": ("str", ""), "gateway": ("str", ""), "netmask": ("str", ""), "hostname": ("str", ""),
@@ -293,8 +294,20 @@ def _kernel_ip(vals: Mapping[str, Any]) -> str:
     return ""
 
 
+_TYPES = ("pv", "pvh", "hvm")
+
+
 def _image(vals: Dict[str, Any]) -> list:
     builder = vals["builder"]
+    # xl's spellings, read too: type = "pv"|"pvh"|"hvm" (Xen 4.10+) and pvh = 1 (4.4-4.9)
+    kind = vals.get("type")
+    if kind not in (None, "") and kind not in _TYPES:
+        raise ConfigFileError(f'Unknown type "{kind}": use "pv", "pvh" or "hvm"')
+    if kind == "hvm" and builder == "linux":
+        builder = "hvm"
+    pvh = kind == "pvh" or bool(vals.get("pvh"))
+    if pvh and builder == "hvm":
+        raise ConfigFileError('A PVH guest is built with builder "linux" (type = "pvh")')
     if builder not in _BUILDERS:
         hint = ' ("vmx" was renamed "hvm" in Xen 3.0.3)' if builder == "vmx" else ""
         raise ConfigFileError(f'Unknown builder "{builder}": use "linux" or "hvm"{hint}')
@@ -341,6 +354,8 @@ def _image(vals: Dict[str, Any]) -> list:
     for key in ("tsc_mode", "nomigrate"):
         if vals[key] is not None:
             image.append([key, vals[key]])
+    if pvh:
+        image.append(["pvh", 1])
     return image
 
 
