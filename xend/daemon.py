@@ -24,7 +24,7 @@ from typing import Callable, Mapping, Optional
 import daemon
 
 from xend import pidfile
-from xend.log import XendLog, make_dir
+from xend.log import XendLog, make_dir, open_log
 
 log = logging.getLogger("xend")
 
@@ -167,7 +167,7 @@ class Daemon:
     def _daemonize(self, ready_fd: int) -> None:
         debug_path = os.path.abspath(self.opts["xend-debug-logfile"])
         make_dir(os.path.dirname(debug_path))
-        debug_log = open(debug_path, "a", buffering=1)
+        debug_log = open_log(debug_path)
         server_pid = {"pid": 0}
 
         def forward(signum, _frame):

@@ -1,6 +1,6 @@
 """Unix-socket hygiene shared by every listener on a unix path.
 
-The directory is made owner-only (0700); the socket is bound under a temporary name,
+A directory xend creates is owner-only (0700); the socket is bound under a temporary name,
 chmod'ed and renamed into place; an existing socket is probed first, so a second xend never
 steals a live xend's socket, and a stale one (nobody answering) is replaced.
 """
@@ -17,12 +17,12 @@ class SocketInUse(OSError):
 
 
 def ensure_private_dir(path: str) -> None:
+    """Create the socket's directory owner-only (0700) when it is missing. An existing one is
+    left as it is: it may be shared (/tmp, /run), and the socket itself is 0600 anyway."""
+    if os.path.isdir(path):
+        return
     os.makedirs(path, 0o700, exist_ok=True)
-    st = os.stat(path)
-    if st.st_uid != os.geteuid():
-        os.chown(path, os.geteuid(), -1)
-    if st.st_mode & 0o777 != 0o700:
-        os.chmod(path, 0o700)
+    os.chmod(path, 0o700)       # makedirs leaves the umask's mark on it
 
 
 def is_live(path: str, timeout: float = 1.0) -> bool:
