@@ -36,62 +36,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.daemon_helpers import XendInstance, free_port  # noqa: E402
+from tests.flood_helpers import (MIB, RssSampler, body_flood, header_flood,  # noqa: E402
+                                 in_parallel, open_tricklers, rss_mib, unix_connect)
 
 ALL = ("headers", "bodies", "trickle", "config", "race")
-MIB = 1024 * 1024
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-class RssSampler:
-    def __init__(self, pid: int, interval: float = 0.02):
-        self.pid = pid
-        self.interval = interval
-        self.peak = rss_mib(pid)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, rss_mib(self.pid))
-            except OSError:
-                return
-            time.sleep(self.interval)
-
-    def __enter__(self) -> "RssSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def unix_connect(path: str, timeout: float = 30) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(path)
-    return s
-
-
-def read_all(s: socket.socket, limit: int = 1 << 16) -> bytes:
-    out = b""
-    try:
-        while len(out) < limit:
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-    except OSError:
-        pass
-    return out
 
 
 def start_xend(root: Path, extra: str, env_tree: Optional[str]) -> XendInstance:
@@ -107,24 +55,6 @@ def start_xend(root: Path, extra: str, env_tree: Optional[str]) -> XendInstance:
 
 
 # -- headers ------------------------------------------------------------------------------------
-def header_flood(path: str, total: int = 30 * MIB, line: int = 60000) -> str:
-    s = unix_connect(path)
-    try:
-        s.sendall(b"GET /xend/ HTTP/1.1\r\nHost: x\r\n")
-        sent, n = 0, 0
-        while sent < total:
-            s.sendall(b"X-H%d: " % n + b"a" * line + b"\r\n")
-            sent += line
-            n += 1
-        s.sendall(b"\r\n")
-        reply = read_all(s, 4096)
-        return reply.split(b"\r\n", 1)[0].decode("latin-1", "replace") or "(closed)"
-    except OSError as e:
-        return f"(cut after {sent // MIB} MiB: {e.__class__.__name__})"
-    finally:
-        s.close()
-
-
 def probe_headers(tmp: Path, tree: Optional[str]) -> List[str]:
     out = []
     x = start_xend(tmp / "headers", "(xend-unix-server yes)", tree)
@@ -133,14 +63,8 @@ def probe_headers(tmp: Path, tree: Optional[str]) -> List[str]:
         for name, path in (("HTTP", x.paths["xend-unix-path"]),
                            ("XML-RPC", x.paths["xend-unix-xmlrpc-path"])):
             idle = rss_mib(pid)
-            results: List[str] = []
             with RssSampler(pid) as sampler:
-                threads = [threading.Thread(target=lambda: results.append(
-                    header_flood(str(path)))) for _ in range(16)]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
+                results = in_parallel(16, lambda: header_flood(lambda: unix_connect(str(path))))
             statuses = sorted(set(results))
             out.append(f"headers {name}: 16 x 30 MB of headers: peak RSS +{sampler.peak - idle:.0f}"
                        f" MiB (idle {idle:.0f} MiB); replies {statuses}")
@@ -154,44 +78,27 @@ def probe_headers(tmp: Path, tree: Optional[str]) -> List[str]:
 # -- bodies -------------------------------------------------------------------------------------
 def probe_bodies(tmp: Path, tree: Optional[str]) -> List[str]:
     x = start_xend(tmp / "bodies", "", tree)
+    out = []
     try:
         pid = x.pid()
         path = str(x.paths["xend-unix-xmlrpc-path"])
-        idle = rss_mib(pid)
-        socks: List[socket.socket] = []
-        body = b"<" * (16 * MIB)
-        lock = threading.Lock()
-        cut = []
-
-        def one() -> None:
-            try:
-                s = unix_connect(path)
-                s.sendall(b"POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
-                          b"Content-Length: %d\r\n\r\n" % len(body))
-                s.sendall(body)
-                with lock:
-                    socks.append(s)
-            except OSError as e:
-                with lock:
-                    cut.append(e.__class__.__name__)
-
-        with RssSampler(pid) as sampler:
-            threads = [threading.Thread(target=one) for _ in range(63)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            time.sleep(1)
-        for s in socks:
-            s.close()
-        time.sleep(2)
-        after = rss_mib(pid)
-        return [f"bodies: 63 x 16 MiB XML-RPC bodies: peak RSS +{sampler.peak - idle:.0f} MiB "
-                f"(idle {idle:.0f} MiB), +{after - idle:.0f} MiB 2 s after they closed; "
-                f"{len(socks)} sent whole, {len(cut)} cut off; xend answers: {x.answering()}"]
+        for size in (16 * MIB, MIB):
+            idle = rss_mib(pid)
+            with RssSampler(pid) as sampler:
+                held, cut = body_flood(lambda: unix_connect(path), size, 63)
+                time.sleep(1)
+            for s in held:
+                s.close()
+            time.sleep(2)
+            after = rss_mib(pid)
+            out.append(f"bodies: 63 x {size // MIB} MiB XML-RPC bodies: peak RSS "
+                       f"+{sampler.peak - idle:.0f} MiB (idle {idle:.0f} MiB), "
+                       f"+{after - idle:.0f} MiB 2 s after they closed; {len(held)} sent "
+                       f"whole, {cut} cut off; xend answers: {x.answering()}")
     finally:
         x.stop()
         x.kill()
+    return out
 
 
 # -- trickle ------------------------------------------------------------------------------------
@@ -211,14 +118,7 @@ def probe_trickle(tmp: Path, tree: Optional[str], seconds: float = 60.0,
                  b"("),
                 ("unix XML-RPC", lambda: unix_connect(str(x.paths["xend-unix-xmlrpc-path"])), 64,
                  b"POST /RPC2 HTTP/1.1\r\n")):
-            socks = []
-            for _ in range(count):
-                try:
-                    s = make()
-                    s.sendall(first)
-                    socks.append(s)
-                except OSError:
-                    pass
+            socks = open_tricklers(make, first, count)
             alive = {id(s): True for s in socks}
             cut_at: List[float] = []
             t0 = time.monotonic()

@@ -25,6 +25,7 @@ import daemon
 
 from xend import pidfile
 from xend.log import XendLog, make_dir, open_log
+from xend.options import DEFAULT_CONFIG_PATH
 
 log = logging.getLogger("xend")
 
@@ -273,6 +274,10 @@ class Daemon:
     def _reload(self, server) -> None:
         from xend.errors import ConfigError
         log.info("Restarting all XML-RPC and Xen-API servers...")
+        if self.config_path != DEFAULT_CONFIG_PATH and not os.path.exists(self.config_path):
+            log.error("Reload refused; keeping the running configuration: %s does not exist",
+                      self.config_path)
+            return
         try:
             opts = self.load_options(self.config_path)
         except ConfigError as e:

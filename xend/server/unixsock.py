@@ -10,6 +10,7 @@ import errno
 import os
 import socket
 import struct
+from typing import Optional, Tuple
 
 
 class SocketInUse(OSError):
@@ -79,11 +80,21 @@ def remove_if_ours(path: str, inode: int) -> None:
         pass
 
 
-def peer_description(sock: socket.socket) -> str:
-    """``unix:pid=P,uid=U`` of the peer of a connected AF_UNIX socket (SO_PEERCRED)."""
+def peer_credentials(sock: socket.socket) -> Optional[Tuple[int, int, int]]:
+    """(pid, uid, gid) of the peer of a connected AF_UNIX socket (SO_PEERCRED), or None."""
     try:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, _gid = struct.unpack("3i", creds)
-        return f"unix:pid={pid},uid={uid}"
     except OSError:
-        return "unix"
+        return None
+    return struct.unpack("3i", creds)
+
+
+def peer_pid(sock: socket.socket) -> Optional[int]:
+    creds = peer_credentials(sock)
+    return creds[0] if creds else None
+
+
+def peer_description(sock: socket.socket) -> str:
+    """``unix:pid=P,uid=U`` of the peer of a connected AF_UNIX socket (SO_PEERCRED)."""
+    creds = peer_credentials(sock)
+    return f"unix:pid={creds[0]},uid={creds[1]}" if creds else "unix"
