@@ -52,6 +52,7 @@ from xend import sxp
 from xend.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/xen/xend-config.sxp"
+MAX_CONFIG_BYTES = 8 << 20      # loading is linear, but a config file of gigabytes is a mistake
 CONFIG_ENV = "XEND_CONFIG"
 XEN_CONFIG_DIR = "/etc/xen"     # where bare file names of `file` options are looked up
 DEFAULT_SOURCE = "default"
@@ -259,6 +260,29 @@ class Regexes(Kind):
         return raw
 
 
+class Principals(Kind):
+    """Space-separated user names, uids and ``@group`` names; the typed value is the list of
+    words (``[]`` for '')."""
+
+    label = "space-separated user names, uids and @groups"
+    _WORD = re.compile(r"@?[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?\Z")
+
+    def convert(self, raw: Any, ctx: _Context) -> List[str]:
+        if ctx.override and isinstance(raw, list):
+            words = [str(w) for w in raw]
+        elif isinstance(raw, str):
+            words = raw.split()
+        else:
+            raise Invalid()
+        for word in words:
+            if not self._WORD.match(word):
+                raise Invalid(f"{word!r} is not a user name, a uid or @group")
+        return words
+
+    def show(self, value: Any) -> str:
+        return sxp.to_string(" ".join(value))
+
+
 class NonEmptyMeansOn(Kind):
     """The vnc-tls quirk: any non-empty text turns the option on (the typed value is a bool)."""
 
@@ -406,6 +430,11 @@ OPTIONS: Tuple[Option, ...] = (
            "port speaks HTTPS only. A bare name is looked up in /etc/xen."),
     Option("xend-tcp-xmlrpc-server-ssl-cert-file", FILE, None,
            "Certificate of the TCP XML-RPC interface (see the key file above)."),
+    Option("xend-tcp-xmlrpc-server-ssl-ca-file", FILE, None,
+           "CA certificate for the clients of the TCP XML-RPC interface over SSL. A caller "
+           "from another host is served only over SSL with a client certificate this CA "
+           "signed; unset: callers from other hosts are refused. Callers on this host are "
+           "told apart by their uid instead (xend-tcp-users-allow).", added=True),
     Option("xend-port", PORT, 8000,
            "Port of the legacy HTTP/SXP interface (when xend-http-server is on)."),
     Option("xend-relocation-port", PORT, 8002,
@@ -417,6 +446,16 @@ OPTIONS: Tuple[Option, ...] = (
            "is looked up in /etc/xen."),
     Option("xend-relocation-server-ssl-cert-file", FILE, None,
            "Certificate of the SSL migration receiver; required when it is on."),
+    Option("xend-relocation-server-ssl-ca-file", FILE,
+           Computed(lambda v: v["xend-relocation-ssl-ca-file"],
+                    "xend-relocation-ssl-ca-file"),
+           "CA certificate the SSL migration receiver checks senders' certificates against: "
+           "a sender from another host must be allowed by xend-relocation-hosts-allow and "
+           "present a certificate this CA signed. When unset: xend-relocation-ssl-ca-file; "
+           "with neither, senders from other hosts are refused on the SSL port. When "
+           "sending over SSL, this host presents its own relocation key and certificate "
+           "(xend-relocation-server-ssl-key-file and -cert-file) when they are set.",
+           added=True),
     Option("xend-relocation-ssl", BOOL, False,
            "Send migrations over SSL unless xm migrate is told otherwise."),
     Option("xend-address", STRING, "",
@@ -429,6 +468,12 @@ OPTIONS: Tuple[Option, ...] = (
            "Peers allowed to send migrations: space-separated regular expressions, each "
            "matched against the peer's host name and its IP address. '' allows everyone. "
            "Anchor both ends: '^localhost' also admits localhost.attacker.example."),
+    Option("xend-tcp-users-allow", Principals(), [],
+           "Users of this host, besides root, who may use xend's TCP listeners (TCP "
+           "XML-RPC, HTTP, relocation): space-separated user names, uids and @group names, "
+           "e.g. 'alice 1001 @xenadm'. A caller on this host is identified by the uid that "
+           "owns its end of the connection (the kernel's socket table); any other local user "
+           "is refused and the refusal logged. The unix sockets stay root-only.", added=True),
     # ---- consoles, networking, memory, cpus
     Option("console-limit", COUNT, 1024,
            "Size limit of each domain's console buffer, in KiB."),
@@ -604,11 +649,17 @@ class _PositionParser(sxp.XendParser):
 
 
 def _top_level_forms(text: str, source: str) -> List[Tuple[Any, int]]:
-    """(value, line) for every top-level value; raises sxp.ParseError."""
+    """(value, line) for every top-level value; raises sxp.ParseError. Lines are counted
+    from one start to the next, so that this stays linear in the size of the file."""
     parser = _PositionParser(text, source)
     values = parser.parse()
     assert len(values) == len(parser.starts)
-    return [(v, text.count("\n", 0, start) + 1) for v, start in zip(values, parser.starts)]
+    out, line, pos = [], 1, 0
+    for value, start in zip(values, parser.starts):
+        line += text.count("\n", pos, start)
+        pos = start
+        out.append((value, line))
+    return out
 
 
 def _recode(value: Any) -> Any:
@@ -799,11 +850,14 @@ def load_options(path: Optional[str] = None, environ: Mapping = os.environ) -> O
     path = config_path(path, environ)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         return Options({}, path, [f"Config file does not exist: {path}"])
     except OSError as e:
         raise ConfigError([f"{path}: cannot read config file: {e.strerror or e}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: config file larger than {MAX_CONFIG_BYTES // (1 << 20)} "
+                           "MiB: refused (a complete xend-config.sxp is about 12 KiB)"])
     return parse_options(data, path)
 
 
