@@ -155,7 +155,7 @@ step_own_store() {
 step_own_list() {
     need_xend || return
     xl_has g1 || { skip "no g1 (step own-create)"; return; }
-    compare_lists
+    compare_lists Domain-0 g1
     xm list -l g1 >"$WORK/g1-long" || { fail "xm list -l g1 failed"; return; }
     cat "$WORK/g1-long"
     grep -q "(uname file:$WORK/g1.img)" "$WORK/g1-long" || fail "xm list -l lacks the file disk"

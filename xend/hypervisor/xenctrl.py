@@ -39,6 +39,8 @@ _LIST_CHUNK = 256
 _CONSOLE_RING_MAX = 1 << 20
 _POLL_SECONDS = 0.25
 _DYING_WAIT = 10.0          # seconds a destroy waits for Xen to release the domain
+#: what libxl adds to a domain's memory limit (LIBXL_MAXMEM_CONSTANT, 1 MiB)
+MAXMEM_SLACK_KIB = 1024
 _NOT_WITHOUT_LIBXENGUEST = ("moving a real domain's memory needs libxenguest (xc_domain_save/"
                             "xc_domain_restore), which the xenctrl backend does not bind")
 
@@ -200,9 +202,17 @@ class XenctrlHypervisor(Hypervisor):
         if spec.memory_kib > self._physinfo_raw().free_pages * 4:
             raise HypervisorError(errno.ENOMEM, os.strerror(errno.ENOMEM))
         try:
-            return self._toolstack().create(spec)
+            domid = self._toolstack().create(spec)
         except LibxlConfigError as e:
             raise HypervisorError(errno.EINVAL, str(e)) from None
+        # libxl caps the domain at its target (+1 MiB); xend's maxmem is the ceiling the
+        # guest's balloon may grow to (xm mem-set up to maxmem), as the original set it
+        try:
+            self._call("xc_domain_setmaxmem", domid, spec.maxmem_kib + MAXMEM_SLACK_KIB)
+        except HypervisorError:
+            self.destroy(domid)
+            raise
+        return domid
 
     def memory_needed_kib(self, spec: DomainSpec) -> int:
         try:
