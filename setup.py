@@ -21,9 +21,12 @@ setup(
         "sexpdata==1.0.2",
         "python-daemon==3.1.2",
         "lockfile==0.12.2",
+        # PAM for the Xen-API's pam listeners: ctypes, no compiler, Python 3.9+
+        "pamela==1.2.0",
     ],
     extras_require={
-        "test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "hypothesis==6.155.2"],
+        "test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "hypothesis==6.155.2",
+                 "XenAPI==26.21.1"],
     },
     entry_points={
         "console_scripts": [
