@@ -139,18 +139,13 @@ class VBD(_Device):
         if location is None:
             raise XenAPIError("HANDLE_INVALID", "VDI", vdi)
         device = wire.as_str(record.get("device", "")) or self._next_device(v)
-        kind = wire.as_str(record.get("type", "Disk"))
-        mode = wire.as_str(record.get("mode", "RW")).upper()
-        if mode not in ("RO", "RW"):
-            raise bad_value("mode", mode, "RO or RW")
-        if kind.lower() not in ("disk", "cd"):
-            raise bad_value("type", kind, "Disk or CD")
         uuid = rec.derived_uuid(v.uuid, f"vbd-new/{location}/{device}")
-        body = ["vbd", ["uname", location],
-                ["dev", device + (":cdrom" if kind.lower() == "cd" else "")],
-                ["mode", "w" if mode == "RW" else "r"], ["uuid", uuid]]
-        if "bootable" in record:
-            body.append(["bootable", "1" if wire.as_bool(record["bootable"]) else "0"])
+        bootable = wire.as_bool(record["bootable"]) if "bootable" in record else None
+        try:
+            body = rec.vbd_device(location, device, wire.as_str(record.get("mode", "RW")),
+                                  wire.as_str(record.get("type", "Disk")), bootable, uuid)
+        except ValueError as e:
+            raise bad_value("VBD", record, str(e)) from None
         if any(d.uuid == uuid for d in rec.devices_of(v.cfg, "vbd")):
             raise bad_value("device", device, f"{location} is already {device} of this VM")
         self._add(v, body, "VBD")
@@ -217,18 +212,14 @@ class VIF(_Device):
             raise XenAPIError("HANDLE_INVALID", "network", net)
         n = len(rec.devices_of(v.cfg, "vif"))
         uuid = rec.derived_uuid(v.uuid, f"vif-new/{n}/{wire.as_str(record.get('MAC', ''))}")
-        body: list = ["vif", ["uuid", uuid]]
-        mac = wire.as_str(record.get("MAC", ""))
-        if mac:
-            body.append(["mac", mac])
-        if bridge:
-            body.append(["bridge", bridge])
-        mtu = wire.as_int(record.get("MTU", 1500) or 1500)
-        if mtu != 1500:
-            body.append(["mtu", str(mtu)])
         params = wire.as_map(record.get("qos_algorithm_params") or {})
-        if wire.as_str(record.get("qos_algorithm_type", "")) == "ratelimit" and params.get("kbps"):
-            body.append(["rate", params["kbps"]])
+        rate = params.get("kbps", "") \
+            if wire.as_str(record.get("qos_algorithm_type", "")) == "ratelimit" else ""
+        try:
+            body = rec.vif_device(wire.as_str(record.get("MAC", "")), bridge,
+                                  wire.as_int(record.get("MTU", 1500) or 1500), rate, uuid)
+        except ValueError as e:
+            raise bad_value("VIF", record, str(e)) from None
         self._add(v, body, "VIF")
         return uuid
 

@@ -414,3 +414,41 @@ def image_from_record(rec: Dict[str, Any]) -> list:
     body += [[k, v] for k, v in sorted(plat.items()) if k not in ("kernel", "ramdisk", "args",
                                                                     "boot")]
     return body
+
+
+# -- back: VBD and VIF records as devices -----------------------------------------------------------
+def vbd_device(uname: str, device: str, mode: str = "RW", kind: str = "Disk",
+               bootable: Optional[bool] = None, uuid: Optional[str] = None) -> list:
+    """The ``(vbd ...)`` device of a VBD record's fields (``uname`` = the VDI's location).
+    ValueError for a mode or type the API does not know."""
+    mode, kind = mode.upper(), kind.lower()
+    if mode not in ("RO", "RW"):
+        raise ValueError(f"mode {mode!r}: RO or RW")
+    if kind not in ("disk", "cd"):
+        raise ValueError(f"type {kind!r}: Disk or CD")
+    body: list = ["vbd", ["uname", uname], ["dev", device + (":cdrom" if kind == "cd" else "")],
+                  ["mode", "w" if mode == "RW" else "r"]]
+    if uuid:
+        body.append(["uuid", uuid])
+    if bootable is not None:
+        body.append(["bootable", "1" if bootable else "0"])
+    return body
+
+
+def vif_device(mac: str = "", bridge: Optional[str] = None, mtu: int = 1500,
+               rate: str = "", uuid: Optional[str] = None) -> list:
+    """The ``(vif ...)`` device of a VIF record's fields (``bridge``: its network's)."""
+    if not 68 <= mtu <= 65535:
+        raise ValueError(f"MTU {mtu}: between 68 and 65535")
+    body: list = ["vif"]
+    if uuid:
+        body.append(["uuid", uuid])
+    if mac:
+        body.append(["mac", mac])
+    if bridge:
+        body.append(["bridge", bridge])
+    if mtu != 1500:
+        body.append(["mtu", str(mtu)])
+    if rate:
+        body.append(["rate", rate])
+    return body

@@ -256,6 +256,9 @@ class XenAPIService:
             cfg = cfgmod.parse_config(sxp)
         except Exception as e:  # noqa: BLE001 - XendConfigError, VmError
             raise bad_value("VM", "record", getattr(e, "message", str(e))) from None
+        other = rec.extra_map(cfg, "other_config")
+        other.pop("transient", None)        # how it was made, not part of it
+        cfg = rec.with_extra(cfg, "other_config", other)
         self.staging.add(cfg, session.ref)
         self.events.poke()
 
@@ -377,7 +380,7 @@ class XenAPIService:
             log.warning("Xen-API login of %r on %s refused", user, listener)
             return wire.failure([SESSION_AUTHENTICATION_FAILED, user, "Authentication failure"])
         s = self.sessions.login(user, listener, originator)
-        log.info("Xen-API login of %r on %s", user, listener)
+        log.debug("Xen-API login of %r on %s", user, listener)
         return wire.success(s.ref)
 
     def call(self, method: str, params: tuple, listener: str) -> Dict[str, Any]:

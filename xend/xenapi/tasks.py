@@ -62,6 +62,7 @@ class Tasks:
         self._tasks: Dict[str, Task] = {}
         self._finished: collections.deque = collections.deque()
         self._pending = 0
+        self._orphans: set = set()      # pending tasks whose session ended
 
     def start(self, session: str, method: str, run: Callable[[], Any],
               result_class: str = "") -> str:
@@ -100,10 +101,15 @@ class Tasks:
             task.type = result_class if status == SUCCESS and result else ""
             task.progress = 100
             task.finished = wire.now()
-            self._finished.append(task.ref)
+            orphan = task.ref in self._orphans
+            self._orphans.discard(task.ref)
+            if orphan:
+                del self._tasks[task.ref]
+            else:
+                self._finished.append(task.ref)
             while len(self._finished) > self.max_finished:
                 self._tasks.pop(self._finished.popleft(), None)
-        self.publish("task", "mod", task.ref)
+        self.publish("task", "del" if orphan else "mod", task.ref)
 
     # -- the task class ------------------------------------------------------------------------
     def get(self, ref: Any) -> Optional[Task]:
@@ -133,5 +139,7 @@ class Tasks:
         with self._lock:
             mine = [r for r, t in self._tasks.items()
                     if t.session == session and t.status != PENDING]
+            self._orphans.update(r for r, t in self._tasks.items()
+                                 if t.session == session and t.status == PENDING)
         for ref in mine:
             self.destroy(ref)

@@ -176,7 +176,15 @@ class VM(ApiClass):
     def create(self, call: Call, record: Any) -> str:
         if not isinstance(record, dict):
             raise bad_value("VM", record, "a VM record (struct) is needed")
+        given = record.get("uuid")
         uuid = cfgmod.new_uuid()
+        if isinstance(given, str) and given:    # kept, as xm create keeps a config's uuid
+            try:
+                uuid = cfgmod.normalise_uuid(given)
+            except cfgmod.XendConfigError:
+                raise bad_value("uuid", given, "not a UUID") from None
+            if self.api.vm_view_or_none(uuid) is not None:
+                raise bad_value("uuid", given, "a VM has this uuid already")
         try:
             sxp = rec.config_from_record(record, uuid)
         except (TypeError, ValueError) as e:
