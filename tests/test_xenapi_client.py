@@ -17,13 +17,8 @@ MIB = 1 << 20
 
 
 @pytest.fixture
-def host(tmp_path):
-    h = XenAPIHost(tmp_path / "x")
-    h.start()
-    try:
-        yield h
-    finally:
-        h.cleanup()
+def host(xenapi_host):
+    return xenapi_host
 
 
 def xm_row(h: XenAPIHost, name: str) -> list:

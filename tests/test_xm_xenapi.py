@@ -10,13 +10,8 @@ from tests.xenapi_helpers import XenAPIHost
 
 
 @pytest.fixture
-def host(tmp_path):
-    h = XenAPIHost(tmp_path / "x")
-    h.start()
-    try:
-        yield h
-    finally:
-        h.cleanup()
+def host(xenapi_host):
+    return xenapi_host
 
 
 def xml_config(h: XenAPIHost, uri: str, user: str = "root", password: str = "") -> str:
