@@ -4,6 +4,7 @@ and the daemon keeps serving after them."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import stat
@@ -19,6 +20,7 @@ from xend import options
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"      # world-executable, unlike a python under /root
+NOBODY = 65534
 
 PROBE = r"""
 import socket, sys
@@ -185,6 +187,112 @@ def test_hosts_allow_refusal_is_logged(tmp_path):
             assert b"(ready" not in reply and b"(ok" not in reply, reply
         x.wait_for(lambda: "Rejected connection from 127.0.0.1" in
                    x.paths["logfile"].read_text(), timeout=15)
+        assert x.answering()
+    finally:
+        x.stop()
+        x.kill()
+
+
+# -- TCP listeners: only root (or who xend-tcp-users-allow names) --------------------------------
+TCP_PROBE = r"""
+import socket, ssl, sys
+# each argument: KIND:HOST:PORT[:tls] with KIND xmlrpc, http or relocation
+REQUESTS = {
+    "xmlrpc": (b"POST /RPC2 HTTP/1.0\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n",
+               b"<?xml version='1.0'?><methodCall><methodName>xend.domains</methodName>"
+               b"<params><param><value><int>0</int></value></param></params></methodCall>"),
+    "http": (b"GET /xend/domain HTTP/1.0\r\n\r\n", b""),
+    "relocation": (b"(help)\n", b""),
+}
+for target in sys.argv[1:]:
+    kind, host, port, *tls = target.split(":")
+    head, body = REQUESTS[kind]
+    if b"%d" in head:
+        head = head % len(body)
+    reply = b""
+    try:
+        s = socket.create_connection((host, int(port)), timeout=10)
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(s)
+        s.sendall(head + body)
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            reply += b
+            if kind == "relocation" and b"\n" in reply:
+                break
+        s.close()
+    except (OSError, ssl.SSLError) as e:
+        pass
+    served = b"Domain-0" in reply or reply.startswith(b"(ok")
+    print(target, "SERVED" if served else "REFUSED", flush=True)
+"""
+
+
+def tcp_probe(*targets: str, uid: int = None) -> Dict[str, str]:
+    def demote() -> None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    r = subprocess.run([SYSTEM_PYTHON, "-I", "-c", TCP_PROBE, *targets], capture_output=True,
+                       text=True, timeout=60, cwd="/",
+                       preexec_fn=demote if uid is not None else None)
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines())
+
+
+@pytest.mark.timeout(120)
+def test_local_non_root_user_refused_on_every_tcp_listener(tmp_path):
+    """Plain and TLS: TCP XML-RPC, HTTP, relocation; every refusal logged with the peer; root
+    served; a user named by xend-tcp-users-allow served after a reload."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a client as uid 65534")
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip("no /usr/bin/python3")
+    from tests.tls_helpers import self_signed
+    key, cert = self_signed(tmp_path, "localhost")
+    os.chmod(tmp_path, 0o755)
+    rpc, web, rel, rel_ssl, rpc_tls = (free_port() for _ in range(5))
+    listeners = (
+        "(xend-http-server yes)(xend-address 127.0.0.1)"
+        f"(xend-port {web})(xend-relocation-server yes)(xend-relocation-ssl-server yes)"
+        f"(xend-relocation-address 127.0.0.1)(xend-relocation-port {rel})"
+        f"(xend-relocation-ssl-port {rel_ssl})"
+        f"(xend-relocation-server-ssl-key-file {key})(xend-relocation-server-ssl-cert-file {cert})"
+        "(xend-tcp-xmlrpc-server yes)(xend-tcp-xmlrpc-server-address 127.0.0.1)")
+    plain = f"(xend-tcp-xmlrpc-server-port {rpc})"
+    tls = (f"(xend-tcp-xmlrpc-server-port {rpc_tls})"
+           f"(xend-tcp-xmlrpc-server-ssl-key-file {key})"
+           f"(xend-tcp-xmlrpc-server-ssl-cert-file {cert})")
+    x = XendInstance(tmp_path / "x", extra=listeners + plain)
+    x.start()
+    try:
+        targets = [f"xmlrpc:127.0.0.1:{rpc}", f"http:127.0.0.1:{web}",
+                   f"relocation:127.0.0.1:{rel}", f"relocation:127.0.0.1:{rel_ssl}:tls"]
+        assert set(tcp_probe(*targets).values()) == {"SERVED"}          # root: control
+        got = tcp_probe(*targets, uid=NOBODY)
+        assert set(got.values()) == {"REFUSED"}, got
+        # the TLS XML-RPC listener as well
+        x.write_config(listeners + tls)
+        assert x.xend("reload").returncode == 0
+        target = f"xmlrpc:127.0.0.1:{rpc_tls}:tls"
+        x.wait_for(lambda: tcp_probe(target)[target] == "SERVED", timeout=30)
+        assert tcp_probe(target, uid=NOBODY)[target] == "REFUSED"
+        log = x.paths["logfile"].read_text()
+        for name in ("XMLRPCServer-tcp", "HttpServer-tcp", "RelocationServer-tcp",
+                     "RelocationServer-ssl"):
+            assert re.search(name + r": refused connection from 127\.0\.0\.1:\d+: local user "
+                             r"\S+ \(uid 65534\)", log), name
+        # named by the option: served, without a restart of the listeners
+        x.write_config(listeners + tls + f"(xend-tcp-users-allow {NOBODY})")
+        assert x.xend("reload").returncode == 0
+        x.wait_for(lambda: tcp_probe(target, uid=NOBODY)[target] == "SERVED", timeout=30)
+        assert tcp_probe(f"http:127.0.0.1:{web}", uid=NOBODY)[f"http:127.0.0.1:{web}"] \
+            == "SERVED"
         assert x.answering()
     finally:
         x.stop()

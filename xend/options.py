@@ -277,6 +277,29 @@ class Regexes(Kind):
         return raw
 
 
+class Principals(Kind):
+    """Space-separated user names, uids and ``@group`` names; the typed value is the list of
+    words (``[]`` for '')."""
+
+    label = "space-separated user names, uids and @groups"
+    _WORD = re.compile(r"@?[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?\Z")
+
+    def convert(self, raw: Any, ctx: _Context) -> List[str]:
+        if ctx.override and isinstance(raw, list):
+            words = [str(w) for w in raw]
+        elif isinstance(raw, str):
+            words = raw.split()
+        else:
+            raise Invalid()
+        for word in words:
+            if not self._WORD.match(word):
+                raise Invalid(f"{word!r} is not a user name, a uid or @group")
+        return words
+
+    def show(self, value: Any) -> str:
+        return sxp.to_string(" ".join(value))
+
+
 class NonEmptyMeansOn(Kind):
     """The vnc-tls quirk: any non-empty text turns the option on (the typed value is a bool)."""
 
@@ -418,6 +441,11 @@ OPTIONS: Tuple[Option, ...] = (
            "port speaks HTTPS only. A bare name is looked up in /etc/xen."),
     Option("xend-tcp-xmlrpc-server-ssl-cert-file", FILE, None,
            "Certificate of the TCP XML-RPC interface (see the key file above)."),
+    Option("xend-tcp-xmlrpc-server-ssl-ca-file", FILE, None,
+           "CA certificate for the clients of the TCP XML-RPC interface over SSL. A caller "
+           "from another host is served only over SSL with a client certificate this CA "
+           "signed; unset: callers from other hosts are refused. Callers on this host are "
+           "told apart by their uid instead (xend-tcp-users-allow).", added=True),
     Option("xend-port", PORT, 8000,
            "Port of the legacy HTTP/SXP interface (when xend-http-server is on)."),
     Option("xend-relocation-port", PORT, 8002,
@@ -429,6 +457,16 @@ OPTIONS: Tuple[Option, ...] = (
            "is looked up in /etc/xen."),
     Option("xend-relocation-server-ssl-cert-file", FILE, None,
            "Certificate of the SSL migration receiver; required when it is on."),
+    Option("xend-relocation-server-ssl-ca-file", FILE,
+           Computed(lambda v: v["xend-relocation-ssl-ca-file"],
+                    "xend-relocation-ssl-ca-file"),
+           "CA certificate the SSL migration receiver checks senders' certificates against: "
+           "a sender from another host must be allowed by xend-relocation-hosts-allow and "
+           "present a certificate this CA signed. When unset: xend-relocation-ssl-ca-file; "
+           "with neither, senders from other hosts are refused on the SSL port. When "
+           "sending over SSL, this host presents its own relocation key and certificate "
+           "(xend-relocation-server-ssl-key-file and -cert-file) when they are set.",
+           added=True),
     Option("xend-relocation-ssl", BOOL, False,
            "Send migrations over SSL unless xm migrate is told otherwise."),
     Option("xend-address", STRING, "",
@@ -441,6 +479,12 @@ OPTIONS: Tuple[Option, ...] = (
            "Peers allowed to send migrations: space-separated regular expressions, each "
            "matched against the peer's host name and its IP address. '' allows everyone. "
            "Anchor both ends: '^localhost' also admits localhost.attacker.example."),
+    Option("xend-tcp-users-allow", Principals(), [],
+           "Users of this host, besides root, who may use xend's TCP listeners (TCP "
+           "XML-RPC, HTTP, relocation): space-separated user names, uids and @group names, "
+           "e.g. 'alice 1001 @xenadm'. A caller on this host is identified by the uid that "
+           "owns its end of the connection (the kernel's socket table); any other local user "
+           "is refused and the refusal logged. The unix sockets stay root-only.", added=True),
     # ---- consoles, networking, memory, cpus
     Option("console-limit", COUNT, 1024,
            "Size limit of each domain's console buffer, in KiB."),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 from xend import sxp
 from xend.errors import XendError
@@ -64,7 +64,8 @@ class Migrator:
         log.info("Migrating domain %s (%s) to %s port %d%s%s", name, dom.domid, dst, port,
                  " (live)" if live else "", " over SSL" if use_ssl else "")
         try:
-            conn = RelocationConnection(dst, port, use_ssl, opts["xend-relocation-ssl-ca-file"])
+            conn = RelocationConnection(dst, port, use_ssl, opts["xend-relocation-ssl-ca-file"],
+                                        identity=relocation_identity(opts))
         except ConnectFailed as e:
             steps.recover()
             raise XendError(str(e)) from None
@@ -197,3 +198,11 @@ def local_message(e: BaseException, dst: str) -> str:
     if isinstance(cause, OSError):
         return f"connection to {dst} lost: {connection.describe_error(cause)}"
     return protocol.error_message(e)
+
+
+def relocation_identity(opts) -> Optional[Tuple[str, str]]:
+    """The certificate this host presents when it sends over SSL: its relocation receiver's
+    own key and certificate, when both are set (a receiver checks it against its CA)."""
+    cert = opts["xend-relocation-server-ssl-cert-file"]
+    key = opts["xend-relocation-server-ssl-key-file"]
+    return (cert, key) if cert and key else None

@@ -11,7 +11,7 @@ import logging
 import select
 import socket
 import ssl
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from xend.relocation import protocol
 
@@ -34,9 +34,12 @@ class ConnectFailed(OSError):
     pass
 
 
-def client_tls_context(ca_file: Optional[str]) -> ssl.SSLContext:
+def client_tls_context(ca_file: Optional[str],
+                       identity: Optional[Tuple[str, str]] = None) -> ssl.SSLContext:
     """Verify the destination against ``ca_file`` (and its name); without a CA file the peer is
-    not verified, as the original xend never verified it, and we say so in the log."""
+    not verified, as the original xend never verified it, and we say so in the log.
+    ``identity`` = (cert file, key file): the certificate we present, which a receiver
+    checks against its CA (xend-relocation-server-ssl-ca-file)."""
     if ca_file:
         ctx = ssl.create_default_context(cafile=ca_file)
     else:
@@ -44,6 +47,8 @@ def client_tls_context(ca_file: Optional[str]) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if identity is not None:
+        ctx.load_cert_chain(*identity)
     return ctx
 
 
@@ -76,10 +81,12 @@ class RelocationConnection:
     """One connection to a relocation server."""
 
     def __init__(self, dst: str, port: int, use_ssl: bool = False,
-                 ca_file: Optional[str] = None, connect_timeout: float = CONNECT_TIMEOUT):
+                 ca_file: Optional[str] = None, connect_timeout: float = CONNECT_TIMEOUT,
+                 identity: Optional[Tuple[str, str]] = None):
         self.dst = dst
         self.port = port
         self.use_ssl = use_ssl
+        self.identity = identity
         self.sock = self._connect(connect_timeout, ca_file)
         self.rfile = protocol.reader(self.sock)
         self.raw_out = StreamWriter(self.sock)
@@ -103,7 +110,7 @@ class RelocationConnection:
                 if not ca_file:
                     log.warning("Migration to %s over SSL: the destination's certificate is NOT "
                                 "verified (set xend-relocation-ssl-ca-file)", self.dst)
-                ctx = client_tls_context(ca_file)
+                ctx = client_tls_context(ca_file, self.identity)
                 try:
                     sock = ctx.wrap_socket(sock, server_hostname=self.dst)
                 except BaseException:

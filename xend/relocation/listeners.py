@@ -21,8 +21,9 @@ import struct
 from typing import List, Mapping, Optional
 
 from xend.relocation.journal import Journal
+from xend.server import peers
 from xend.server.listeners import ListenerError, ListenerSpec, unix_listener
-from xend.server.xmlrpc import server_tls_context
+from xend.server.specs import peer_gate
 
 log = logging.getLogger("xend.relocate")
 
@@ -83,22 +84,29 @@ def relocation_specs(opts: Mapping, node) -> List[ListenerSpec]:
         addr = (host, opts["xend-relocation-port"])
         specs.append(ListenerSpec(
             "RelocationServer-tcp", (addr,), addr,
-            lambda: server.TCPRelocationServer(addr, receiver, hosts_allow)))
+            lambda: server.TCPRelocationServer(
+                addr, receiver, hosts_allow,
+                peer_gate=peer_gate(node, opts, "RelocationServer-tcp", peers.OPEN))))
 
     if opts["xend-relocation-ssl-server"]:
         ssl_addr = (host, opts["xend-relocation-ssl-port"])
         key_file = opts["xend-relocation-server-ssl-key-file"]
         cert_file = opts["xend-relocation-server-ssl-cert-file"]
+        ca_file = opts["xend-relocation-server-ssl-ca-file"]
 
         def make_ssl():
             if not key_file or not cert_file:
                 raise ListenerError("RelocationServer-ssl: xend-relocation-server-ssl-key-file "
                                     "and xend-relocation-server-ssl-cert-file must both be set")
-            ctx = server_tls_context(cert_file, key_file)
-            return server.TCPRelocationServer(ssl_addr, receiver, hosts_allow, ssl_context=ctx)
+            ctx = peers.tls_server_context(cert_file, key_file, ca_file)
+            gate = peer_gate(node, opts, "RelocationServer-ssl",
+                             peers.CERTIFICATE if ca_file else peers.REFUSE,
+                             "xend-relocation-server-ssl-ca-file")
+            return server.TCPRelocationServer(ssl_addr, receiver, hosts_allow, ssl_context=ctx,
+                                              peer_gate=gate)
 
-        specs.append(ListenerSpec("RelocationServer-ssl", (ssl_addr, key_file, cert_file),
-                                  ssl_addr, make_ssl))
+        specs.append(ListenerSpec("RelocationServer-ssl",
+                                  (ssl_addr, key_file, cert_file, ca_file), ssl_addr, make_ssl))
 
     if opts["xend-unix-server"]:
         path = opts["xend-relocation-unix-path"]

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Optional
 from xend.relocation import acl as acl_mod
 from xend.relocation import protocol
 from xend.relocation.receiver import Receiver
+from xend.server import peers
 from xend.server.xmlrpc import BoundedThreadingMixIn
 
 log = logging.getLogger("xend.relocate")
@@ -142,8 +143,10 @@ class RelocationServerMixin(BoundedThreadingMixIn):
 
     def init_relocation(self, receiver: Receiver,
                         hosts_allow: Callable[[], str] = lambda: "",
-                        resolver: Optional[Callable[[str], acl_mod.PeerName]] = None) -> None:
+                        resolver: Optional[Callable[[str], acl_mod.PeerName]] = None,
+                        peer_gate: Optional[peers.PeerGate] = None) -> None:
         self.receiver = receiver
+        self.peer_gate = peer_gate or peers.PeerGate("RelocationServer", peers.OPEN)
         self.hosts_allow = hosts_allow
         self.resolver = resolver or acl_mod.NameResolver()
         self._acl_cache: Optional[acl_mod.HostsAllow] = None
@@ -164,11 +167,14 @@ class RelocationServerMixin(BoundedThreadingMixIn):
         return cached
 
     def verify_request(self, request, client_address) -> bool:
-        """The peer check. Here, in the accept loop, only what the address decides (it never
-        blocks); a peer the address does not admit is checked by name in its own thread
+        """The peer checks. Here, in the accept loop, only what never blocks: who a local
+        caller is (``peer_gate``, xend.server.peers) and what the address decides for
+        hosts-allow; a peer the address does not admit is checked by name in its own thread
         (``prepare_request``) before a byte is read or written."""
         if not isinstance(client_address, tuple):
             return True
+        if not self.peer_gate.admit(request, client_address):
+            return False
         if not self.acl().allows_address(client_address[0]):
             with self._pending_lock:
                 self._pending[request] = True
@@ -183,10 +189,13 @@ class RelocationServerMixin(BoundedThreadingMixIn):
         if isinstance(request, ssl.SSLSocket):
             request.settimeout(TLS_HANDSHAKE_TIMEOUT)
             request.do_handshake()
+            if not self.peer_gate.admit_tls(request, request_peer(request)):
+                raise PeerRefused("no client certificate")
 
     def shutdown_request(self, request) -> None:
         with self._pending_lock:
             self._pending.pop(request, None)
+        self.peer_gate.forget(request)
         super().shutdown_request(request)
 
 
@@ -205,8 +214,9 @@ class TCPRelocationServer(RelocationServerMixin, socketserver.TCPServer):
                  hosts_allow: Callable[[], str] = lambda: "",
                  ssl_context: Optional[ssl.SSLContext] = None,
                  resolver: Optional[Callable[[str], acl_mod.PeerName]] = None,
-                 bind_retry: float = BIND_RETRY_SECONDS):
-        self.init_relocation(receiver, hosts_allow, resolver)
+                 bind_retry: float = BIND_RETRY_SECONDS,
+                 peer_gate: Optional[peers.PeerGate] = None):
+        self.init_relocation(receiver, hosts_allow, resolver, peer_gate)
         self.ssl_context = ssl_context
         socketserver.TCPServer.__init__(self, address, RelocationHandler,
                                         bind_and_activate=False)

@@ -31,6 +31,7 @@ from xmlrpc.client import Fault
 from xend import errors, sxp
 from xend.server import unixsock
 from xend.server import http_forms
+from xend.server.peers import PeerCheckMixin, PeerGate
 from xend.server.http_resources import (BadRequest, BodyTooLarge, HttpError, LengthRequired,
                                         Request, Response, build_tree, resolve)
 from xend.server.xmlrpc import CONNECTION_TIMEOUT, BoundedThreadingMixIn
@@ -317,13 +318,17 @@ class UnixHTTPServer(BoundedThreadingMixIn, socketserver.UnixStreamServer):
         self.resources = build_tree(node)
 
 
-class TCPHTTPServer(BoundedThreadingMixIn, socketserver.TCPServer):
+class TCPHTTPServer(PeerCheckMixin, BoundedThreadingMixIn, socketserver.TCPServer):
+    """No TLS here: every connection passes ``peer_gate`` (local callers by uid); callers
+    from other hosts are refused."""
+
     allow_reuse_address = True
     # the original listened with a backlog of 5; a burst of clients then waits for SYN
     # retransmits (1 s, 3 s ...), so take the unix sockets' 64
     request_queue_size = 64
 
-    def __init__(self, address: tuple, node):
+    def __init__(self, address: tuple, node, peer_gate: Optional[PeerGate] = None):
         self.resources = build_tree(node)
+        self.peer_gate = peer_gate or PeerGate("HttpServer-tcp")
         socketserver.TCPServer.__init__(self, address, XendHTTPHandler, bind_and_activate=False)
         self.bind_and_listen()

@@ -19,6 +19,7 @@ from xmlrpc.server import SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
 from xend import errors
 from xend.server import unixsock
 from xend.server.lean_http import LeanRequestMixin
+from xend.server.peers import PeerCheckMixin, PeerGate, tls_server_context
 
 log = logging.getLogger("xend.XMLRPCServer")
 
@@ -206,14 +207,19 @@ class UnixXMLRPCServer(BoundedThreadingMixIn, socketserver.UnixStreamServer):
         return self.dispatcher._marshaled_dispatch(data, dispatch_method, path)
 
 
-class TCPXMLRPCServer(BoundedThreadingMixIn, socketserver.TCPServer):
+class TCPXMLRPCServer(PeerCheckMixin, BoundedThreadingMixIn, socketserver.TCPServer):
+    """Every connection passes ``peer_gate`` (xend.server.peers): local callers by uid,
+    callers from other hosts only over TLS with a client certificate."""
+
     allow_reuse_address = True
     request_queue_size = 64
 
     def __init__(self, address: tuple, dispatcher: XendDispatcher,
-                 ssl_context: Optional[ssl.SSLContext] = None):
+                 ssl_context: Optional[ssl.SSLContext] = None,
+                 peer_gate: Optional[PeerGate] = None):
         self.dispatcher = dispatcher
         self.ssl_context = ssl_context
+        self.peer_gate = peer_gate or PeerGate("XMLRPCServer-tcp")
         self.logRequests = False
         socketserver.TCPServer.__init__(self, address, XendRequestHandler, bind_and_activate=False)
         self.bind_and_listen()
@@ -230,13 +236,18 @@ class TCPXMLRPCServer(BoundedThreadingMixIn, socketserver.TCPServer):
             request.settimeout(TLS_HANDSHAKE_TIMEOUT)
             request.do_handshake()
             request.settimeout(None)
+            if not self.peer_gate.admit_tls(request, request_peer(request)):
+                raise ConnectionRefusedError("no client certificate")
 
     def _marshaled_dispatch(self, data, dispatch_method=None, path=None):
         return self.dispatcher._marshaled_dispatch(data, dispatch_method, path)
 
 
-def server_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file)
-    return ctx
+def request_peer(request) -> Any:
+    try:
+        return request.getpeername()
+    except OSError:
+        return ("?",)
+
+
+server_tls_context = tls_server_context
