@@ -287,10 +287,8 @@ def test_xenapi_socket_is_owner_only(host):
 # -- TLS, hosts, reload ---------------------------------------------------------------------------
 @pytest.mark.timeout(90)
 def test_tls_listener_serves_https_only(tmp_path):
-    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"],
-                   check=True, capture_output=True)
+    from tests.tls_helpers import self_signed
+    key, cert = self_signed(tmp_path, "localhost")
     h = XenAPIHost(tmp_path / "x", entries=None, tcp=False)
     h.extra = f"(xen-api-server ((unix) (127.0.0.1:{h.port} none '' {key} {cert})))"
     h.write_config(h.extra)
@@ -369,3 +367,38 @@ def test_vm_migrate_goes_through_the_relocation_server(tmp_path):
         src.cleanup()
         dst.stop()
         dst.kill()
+
+
+# -- who gets in ---------------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_a_non_root_local_user_on_the_tcp_port_is_refused(tmp_path):
+    """As root, a client that setuid()s to 65534 before connecting: refused on the plain and
+    the TLS Xen-API ports (and logged with its uid); root is served. (The probe asks for
+    ``xend.domains``, which a Xen-API listener without authentication answers.)"""
+    import os
+    import re
+
+    from tests.test_reliability_security import tcp_probe
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a client as uid 65534")
+    if not os.access("/usr/bin/python3", os.X_OK):
+        pytest.skip("no /usr/bin/python3")
+    from tests.tls_helpers import self_signed
+    key, cert = self_signed(tmp_path, "localhost")
+    h = XenAPIHost(tmp_path / "x", entries=None, tcp=False)
+    tls_port = h.port + 1 if h.port < 65000 else h.port - 1
+    h.extra = (f"(xen-api-server ((unix) (127.0.0.1:{h.port} none) "
+               f"(127.0.0.1:{tls_port} none '' {key} {cert})))")
+    h.write_config(h.extra)
+    h.start()
+    try:
+        plain, tls = f"xmlrpc:127.0.0.1:{h.port}", f"xmlrpc:127.0.0.1:{tls_port}:tls"
+        assert tcp_probe(plain, tls) == {plain: "SERVED", tls: "SERVED"}          # root
+        assert tcp_probe(plain, tls, uid=65534) == {plain: "REFUSED", tls: "REFUSED"}
+        log = h.paths["logfile"].read_text()
+        assert re.search(r"XenAPIServer-tcp-127\.0\.0\.1:\d+: refused connection from "
+                         r"127\.0\.0\.1:\d+: local user \S+ \(uid 65534\)", log), log[-2000:]
+        assert re.search(r"XenAPIServer-tls-127\.0\.0\.1:\d+: refused connection", log)
+        assert h.session().xenapi.VM.get_all()
+    finally:
+        h.cleanup()

@@ -8,20 +8,20 @@ Who gets in on a TCP port, in the connection's own thread before a byte is read:
   (``xend.relocation.acl``, as for ``xend-relocation-hosts-allow``);
 * a caller from another host (not loopback, not one of our addresses) of an entry without
   authentication and without HOSTS is refused: nothing would tell who it is;
-* a caller on this host is identified as on the other TCP listeners (the server classes'
-  ``verify_request``).
+* a caller on this host is identified by the uid owning its socket, as on the other TCP
+  listeners (``xend.server.peers``, in the server classes' ``verify_request``): root, xend's
+  uid and those ``xend-tcp-users-allow`` names are served, others refused.
 
 The unix socket is owner-only (mode 0600 in a 0700 directory), as the legacy one.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 from typing import Any, Callable, List, Mapping, Optional
 
 from xend.relocation import acl as acl_mod
-from xend.server import xmlrpc
+from xend.server import peers, xmlrpc
 from xend.server.listeners import ListenerError, ListenerSpec, unix_listener
 
 from .auth import PamUnavailable, make_authenticator
@@ -35,16 +35,11 @@ class PeerRefused(ConnectionRefusedError):
 
 
 def _is_local(request: socket.socket, ip: str) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    if addr.is_loopback:
+    """A caller on this host (the peer gate has identified it by its uid already)."""
+    if peers.is_loopback(ip):
         return True
     try:
-        return acl_mod.normalise_ip(request.getsockname()[0]) == str(addr)
+        return acl_mod.normalise_ip(request.getsockname()[0]) == ip
     except OSError:
         return False
 
@@ -55,12 +50,14 @@ class UnixXenAPIServer(xmlrpc.UnixXMLRPCServer):
 
 class TCPXenAPIServer(xmlrpc.TCPXMLRPCServer):
     def __init__(self, address: tuple, dispatcher: Any, endpoint: Endpoint,
-                 ssl_context: Any = None,
+                 ssl_context: Any = None, peer_gate: Optional[peers.PeerGate] = None,
                  resolver: Optional[Callable[[str], acl_mod.PeerName]] = None):
         self.endpoint = endpoint
         self.hosts = acl_mod.HostsAllow(endpoint.hosts)
         self.resolver = resolver or acl_mod.NameResolver()
-        super().__init__(address, dispatcher, ssl_context)
+        # callers from other hosts are this class's business (HOSTS, pam): OPEN for the gate
+        super().__init__(address, dispatcher, ssl_context,
+                         peer_gate or peers.PeerGate(endpoint.name, peers.OPEN))
 
     def prepare_request(self, request) -> None:
         try:
@@ -86,14 +83,10 @@ def xenapi_specs(opts: Mapping, node) -> List[ListenerSpec]:
     if not endpoints:
         return []
     from xend.server.methods import build_method_table
-    from .service import XenAPIDispatcher
 
     api = node.xenapi_service()
     legacy = xmlrpc.XendDispatcher(build_method_table(node))
-    specs: List[ListenerSpec] = []
-    for ep in endpoints:
-        specs.append(_spec(opts, api, legacy, ep))
-    return specs
+    return [_spec(opts, node, api, legacy, ep) for ep in endpoints]
 
 
 def _authenticator(ep: Endpoint):
@@ -103,7 +96,7 @@ def _authenticator(ep: Endpoint):
         raise ListenerError(f"{ep.name}: pam authentication is not available: {e}") from None
 
 
-def _spec(opts: Mapping, api, legacy, ep: Endpoint) -> ListenerSpec:
+def _spec(opts: Mapping, node, api, legacy, ep: Endpoint) -> ListenerSpec:
     from .service import XenAPIDispatcher
 
     def dispatcher() -> XenAPIDispatcher:
@@ -117,8 +110,10 @@ def _spec(opts: Mapping, api, legacy, ep: Endpoint) -> ListenerSpec:
     addr = (ep.host, ep.port)
 
     def make_tcp():
+        from xend.server.specs import peer_gate
+
         d = dispatcher()
         ctx = xmlrpc.server_tls_context(ep.cert_file, ep.key_file) if ep.tls else None
-        return TCPXenAPIServer(addr, d, ep, ctx)
+        return TCPXenAPIServer(addr, d, ep, ctx, peer_gate(node, opts, ep.name, peers.OPEN))
 
     return ListenerSpec(ep.name, (ep,), addr, make_tcp)
