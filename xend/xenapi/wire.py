@@ -35,13 +35,61 @@ def encode(value: Any) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [encode(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): encode(v) for k, v in value.items()}
+        return {xml_safe(str(k)): encode(v) for k, v in value.items()}
     return value
 
 
 def datetime_of(seconds: float) -> DateTime:
     """UTC, as ``YYYYMMDDTHH:MM:SSZ`` (the form Xen-API servers send)."""
     return DateTime(time.strftime("%Y%m%dT%H:%M:%SZ", time.gmtime(seconds)))
+
+
+def _escape(text: str) -> str:
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+def _dump(value: Any, out: List[str]) -> None:
+    t = type(value)
+    if t is str:
+        out.append("<value>" + _escape(value) + "</value>")
+    elif t is dict:
+        out.append("<value><struct>")
+        for k, v in value.items():
+            out.append("<member><name>" + _escape(k) + "</name>")
+            _dump(v, out)
+            out.append("</member>")
+        out.append("</struct></value>")
+    elif t is list:
+        out.append("<value><array><data>")
+        for v in value:
+            _dump(v, out)
+        out.append("</data></array></value>")
+    elif t is bool:
+        out.append("<value><boolean>1</boolean></value>" if value
+                   else "<value><boolean>0</boolean></value>")
+    elif t is float:
+        out.append("<value><double>" + repr(value) + "</double></value>")
+    elif t is DateTime:
+        out.append("<value><dateTime.iso8601>" + value.value + "</dateTime.iso8601></value>")
+    else:
+        raise TypeError(f"cannot send {t.__name__}")
+
+
+def dumps_result(result: Dict[str, Any]) -> bytes:
+    """The methodResponse of an encoded result struct, as the wire-protocol document shows
+    it: strings as bare ``<value>text</value>`` (XML-RPC's default type), no indentation.
+    A third less text than ``xmlrpc.client.dumps`` writes, and as much less for the client
+    to parse (a thousand VM records are megabytes)."""
+    out = ["<?xml version='1.0'?>\n<methodResponse><params><param>"]
+    _dump(result, out)
+    out.append("</param></params></methodResponse>\n")
+    return "".join(out).encode("utf-8", "xmlcharrefreplace")
 
 
 def success(value: Any) -> Dict[str, Any]:
