@@ -224,8 +224,8 @@ class XenAPIService:
             d, info, state = self.registry.entry(uuid)
         except Exception:  # noqa: BLE001 - XendInvalidDomain
             return None
-        if d.uuid != uuid:          # a domain *named* like the uuid: not this ref
-            return None
+        if d.uuid != uuid:          # a domain *named* like the uuid: look by uuid alone
+            return next((v for v in self.vm_views() if v.uuid == uuid), None)
         return rec.VmView(d.config, d.domid, info if d.domid is not None else None, state,
                           d.managed, d.start_time)
 
