@@ -249,3 +249,62 @@ def test_install_files_never_overwrites(tmp_path):
     assert r.returncode == 0
     assert cfg.read_text() == "(xend-port 9999)\n"
     assert (root / "etc" / "xen" / "xend-config.sxp.dist").exists()
+
+
+# -- the config file's path (issue 16, item 11) -------------------------------------------------
+def run_xend(cwd, *args: str, env=None) -> subprocess.CompletedProcess:
+    env = dict(env or os.environ)
+    env.pop("XEND_CONFIG", None)
+    return subprocess.run(xend_command() + list(args), capture_output=True, text=True,
+                          timeout=120, cwd=str(cwd), env=env)
+
+
+def test_relative_config_path_is_kept_across_reload(xend):
+    """The daemon runs in /: a relative -c FILE is resolved when xend starts, so reload reads
+    the same file (and does not fall back to the defaults and move its sockets)."""
+    port = free_port()
+    xend.write_config(f"(xend-relocation-server yes)(xend-relocation-address 127.0.0.1)"
+                      f"(xend-relocation-port {port})")
+    cwd, rel = xend.root, os.path.basename(xend.config)
+    r = run_xend(cwd, "-c", rel, "start")
+    assert r.returncode == 0, r.stderr + xend.log_tail()
+    assert run_xend(cwd, "-c", rel, "reload").returncode == 0
+    xend.wait_for(lambda: "Restarting all XML-RPC" in xend.paths["logfile"].read_text())
+    time.sleep(1)
+    assert xend.answering(), "the XML-RPC socket moved"
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+    log = xend.paths["logfile"].read_text()
+    assert "Config file does not exist" not in log
+    assert run_xend(cwd, "-c", rel, "status").returncode == 0
+
+
+def test_a_config_file_that_does_not_exist_is_an_error(tmp_path):
+    missing = tmp_path / "no-such.sxp"
+    r = run_xend(tmp_path, "-c", str(missing), "start")
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"Error: config file {missing} does not exist"
+    assert run_xend(tmp_path, "-c", "relative-missing.sxp", "start").returncode == 1
+    env = dict(os.environ, XEND_CONFIG=str(missing))
+    r = subprocess.run(xend_command() + ["start"], capture_output=True, text=True,
+                       timeout=60, env=env, cwd=str(tmp_path))
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    r = run_xend(tmp_path, "-c", str(missing), "status")
+    assert r.returncode == 4
+    assert list(tmp_path.iterdir()) == [], "something was started or written"
+
+
+def test_reload_of_a_config_file_that_vanished_keeps_the_running_one(xend):
+    port = free_port()
+    xend.write_config(f"(xend-relocation-server yes)(xend-relocation-address 127.0.0.1)"
+                      f"(xend-relocation-port {port})")
+    xend.start()
+    os.rename(xend.config, str(xend.config) + ".moved")
+    try:
+        os.kill(xend.pid(), signal.SIGHUP)
+        xend.wait_for(lambda: "Reload refused" in xend.paths["logfile"].read_text())
+        assert xend.answering()
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    finally:
+        os.rename(str(xend.config) + ".moved", xend.config)

@@ -26,6 +26,7 @@ def make_opts(tmp: Path, **overrides: Any) -> Options:
         "simulated-host-cpus": HOST_CPUS,
         "xend-domains-path": str(tmp / "domains"),
         "xend-dump-path": str(tmp / "dump"),
+        "xend-state-path": str(tmp / "state"),
     }
     values.update({k.replace("_", "-"): v for k, v in overrides.items()})
     return Options.from_dict(values)

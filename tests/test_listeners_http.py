@@ -319,7 +319,9 @@ def test_version_header_and_method_limits(endpoint):
     many = b"GET /xend/ HTTP/1.1\r\n" + b"X-Pad: 1\r\n" * 499 + b"\r\n"
     assert raw(endpoint, many).startswith(b"HTTP/1.1 200 ")
     too_many = b"GET /xend/ HTTP/1.1\r\n" + b"X-Pad: 1\r\n" * 501 + b"\r\n"
-    assert raw(endpoint, too_many).startswith(b"HTTP/1.1 400 ")
+    assert raw(endpoint, too_many).startswith(b"HTTP/1.1 431 ")
+    too_big = b"GET /xend/ HTTP/1.1\r\n" + (b"X-Pad: " + b"1" * 1000 + b"\r\n") * 66 + b"\r\n"
+    assert raw(endpoint, too_big).startswith(b"HTTP/1.1 431 ")
     status, _, headers, _ = call(endpoint, "DELETE", "/xend/domain/Domain-0")
     assert status == 501 and "POST" in headers["allow"]
     status, _, headers, body = call(endpoint, "HEAD", "/xend/")

@@ -234,11 +234,11 @@ def test_reload_turns_listeners_on(tmp_path, instances):
 
 # -- socket hygiene ---------------------------------------------------------------------------
 
-def test_socket_directories_are_owner_only(tmp_path):
-    inst = XendInstance(tmp_path / "x", extra="(xend-unix-server yes)")
-    for key in ("xend-unix-xmlrpc-path", "xend-unix-path"):
-        inst.paths[key].parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(inst.paths[key].parent, 0o755)   # too open: xend must tighten it
+def test_socket_directories_xend_creates_are_owner_only(tmp_path):
+    inst = XendInstance(tmp_path / "x")
+    inst.paths["xend-unix-xmlrpc-path"] = tmp_path / "x" / "xend-run" / "xmlrpc.sock"
+    inst.paths["xend-unix-path"] = tmp_path / "x" / "xend-lib" / "xend-socket"
+    inst.write_config("(xend-unix-server yes)")
     inst.start()
     try:
         for key in ("xend-unix-xmlrpc-path", "xend-unix-path"):
@@ -247,6 +247,25 @@ def test_socket_directories_are_owner_only(tmp_path):
             d = os.stat(path.parent)
             assert stat.S_IMODE(d.st_mode) == 0o700 and d.st_uid == os.geteuid()
             assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0
+    finally:
+        inst.stop()
+        inst.kill()
+
+
+def test_an_existing_socket_directory_is_left_as_it_is(tmp_path):
+    """A socket in a shared directory (here a sticky 1777 one, like /tmp): xend neither
+    chmods nor chowns it; the socket itself is owner-only."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    inst = XendInstance(tmp_path / "x")
+    inst.paths["xend-unix-xmlrpc-path"] = shared / "xmlrpc.sock"
+    inst.write_config()
+    inst.start()
+    try:
+        assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777
+        assert stat.S_IMODE(os.stat(shared / "xmlrpc.sock").st_mode) == 0o600
+        assert inst.answering()
     finally:
         inst.stop()
         inst.kill()

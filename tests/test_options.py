@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -654,3 +656,48 @@ def test_shipped_file_commented_examples_are_valid(tmp_path):
         options.parse_options(m.group(1), source="example")   # raises on a bad value
         checked += 1
     assert checked >= 40
+
+
+# -- size and nesting (issue 16, item 10) ------------------------------------------------------
+class CountingText(str):
+    """A str that adds up how many characters its count() calls scan."""
+    scanned = 0
+
+    def count(self, sub, start=0, end=None):   # noqa: D102
+        end = len(self) if end is None else end
+        CountingText.scanned += max(0, end - start)
+        return super().count(sub, start, end)
+
+
+def test_loading_is_linear_in_the_size_of_the_file():
+    """Line numbers are counted from one form to the next, not from the start of the file
+    for every form (which made a 1 MB file take 17 s)."""
+    text = CountingText("(xend-port 8000)\n" * 20000)
+    CountingText.scanned = 0
+    opts = options.parse_options(text, source="big.sxp")
+    assert opts["xend-port"] == 8000
+    assert opts.warnings[-1].startswith("big.sxp:20000: option xend-port given again")
+    assert CountingText.scanned <= 2 * len(text), CountingText.scanned
+
+
+def test_an_absurdly_large_file_is_refused(tmp_path):
+    path = tmp_path / "xend-config.sxp"
+    with open(path, "wb") as f:
+        f.write(b"(xend-port 8000)\n")
+        f.truncate(100 * 1000 * 1000)        # 100 MB (sparse)
+    with pytest.raises(ConfigError) as e:
+        load_options(str(path))
+    assert e.value.problems == [f"{path}: config file larger than 8 MiB: refused (a complete "
+                                "xend-config.sxp is about 12 KiB)"]
+
+
+def test_deep_nesting_is_a_clear_error_with_line_and_column(tmp_path):
+    path = write(tmp_path, "(xend-port 8000)\n" + "(" * 100000 + ")" * 100000 + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_options(path)
+    assert e.value.problems == [f"{path}:2:257: too deeply nested: more than 256 levels of "
+                                "parentheses"]
+    r = subprocess.run([sys.executable, "-m", "xend.cli", "-c", path, "check-config"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "2:257: too deeply nested" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -253,3 +253,18 @@ def test_gate_refuses_an_unidentified_loopback_caller(listener, caplog):
 def test_gate_refuses_bad_remote_policy():
     with pytest.raises(ValueError):
         peers.PeerGate("x", "maybe")
+
+
+def test_a_caller_that_hangs_up_at_once_is_dropped_quietly(listener, caplog):
+    """A probe of whether the port listens (connect, close) is no refusal to log."""
+    gate = peers.PeerGate("Test-tcp", peers.OPEN, tables=())
+    client = socket.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    client.close()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="xend.peers"):
+            assert not gate.admit(conn, conn.getpeername())
+        assert "hung up before it could be identified" in caplog.text
+        assert "refused" not in caplog.text
+    finally:
+        conn.close()

@@ -4,8 +4,10 @@ corrupted, and the hypervisor holds no domain xend does not show. A disk that fi
 saving fails the save with a clear error and the domain keeps running."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import random
 import subprocess
 import time
 from pathlib import Path
@@ -166,32 +168,113 @@ def test_kill9_during_new(xend, tmp_path):
         assert r.returncode == 0, r.stderr + xend.log_tail()
 
 
-@pytest.mark.timeout(150)
-def test_kill9_during_save(xend, tmp_path):
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leftovers(directory: Path) -> List[str]:
+    """Unfinished images a save left in ``directory``."""
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".xend-tmp"))
+
+
+def timed_xm(x: XendInstance, *args: str) -> float:
+    t0 = time.monotonic()
+    r = x.xm(*args)
+    assert r.returncode == 0, r.stderr + x.log_tail()
+    return time.monotonic() - t0
+
+
+KILL_ROUNDS = 6
+
+
+def kill_points(duration: float, rng: random.Random) -> List[float]:
+    """KILL_ROUNDS random moments spread over 0 .. 1.3 x ``duration`` (one in each slice, in
+    shuffled order), so that early, middle and late kills all happen."""
+    span = duration * 1.3 / KILL_ROUNDS
+    points = [span * (i + rng.random()) for i in range(KILL_ROUNDS)]
+    rng.shuffle(points)
+    return points
+
+
+@pytest.mark.timeout(300)
+def test_kill9_at_random_points_of_save(xend, tmp_path):
+    """kill -9 at a random moment of ``xm save`` over an existing image, repeatedly. After
+    each restart: the domain runs (not left paused) and the earlier image is intact, or the
+    save finished (the domain is gone and the new image restores); never a torn file."""
     running, managed = base_domains(xend, tmp_path)
-    r = xend.xm("create", str(write_domain_config(tmp_path, "big", memory=512)))
+    r = xend.xm("create", str(write_domain_config(tmp_path, "big", memory=256)))
     assert r.returncode == 0, r.stderr
     uuid = uuid_of(xend, "big")
+    images = tmp_path / "images"
+    images.mkdir()
+    image = images / "big.img"
+    image.write_bytes(b"an earlier image, maybe another guest's only copy\n" * 1000)
+    earlier = file_digest(image)
+    spare = images / "spare.img"
+    duration = timed_xm(xend, "save", "-c", "big", str(spare))     # checkpoint: keeps running
+    spare.unlink()
+    outcomes = []
+    for delay in kill_points(duration, random.Random(16)):
+        assert "big" in listing(xend)
+        p = xm_popen(xend, "save", "big", str(image))
+        time.sleep(delay)
+        kill9(xend)
+        p.communicate(timeout=60)
+        restart(xend)
+        assert leftovers(images) == [], xend.log_tail()
+        doms = check_intact(xend, running, managed)     # the others: untouched
+        if "big" in doms:
+            assert field(doms["big"], "uuid") == uuid
+            assert "p" not in field(doms["big"], "state"), (doms["big"], xend.log_tail())
+            assert file_digest(image) == earlier, "the earlier image was destroyed"
+            outcomes.append(f"{delay:.2f}s: resumed")
+        else:
+            assert file_digest(image) != earlier
+            r = xend.xm("restore", str(image))      # the save finished: its image is whole
+            assert r.returncode == 0, r.stderr + xend.log_tail()
+            image.write_bytes(b"an earlier image, maybe another guest's only copy\n" * 1000)
+            outcomes.append(f"{delay:.2f}s: saved")
+        check_intact(xend, dict(running, big=uuid), managed)
+    print("outcomes:", outcomes)
+
+
+@pytest.mark.timeout(300)
+def test_kill9_at_random_points_of_restore(xend, tmp_path):
+    """kill -9 at a random moment of ``xm restore``, repeatedly. After each restart the domain
+    is either absent (the unfinished one destroyed, and the log says so) or whole: running,
+    with exactly the image's memory. A half-restored domain is never adopted."""
+    from tests.relocation_helpers import restored_digest
+    running, managed = base_domains(xend, tmp_path)
+    r = xend.xm("create", str(write_domain_config(tmp_path, "big", memory=256)))
+    assert r.returncode == 0, r.stderr
     image = tmp_path / "big.img"
-    p = xm_popen(xend, "save", "big", str(image))
-    xend.wait_for(lambda: image.exists() and image.stat().st_size > 4096, timeout=30,
-                  interval=0.01)
-    kill9(xend)
-    p.communicate(timeout=60)
-    assert p.returncode != 0, "the save completed before the kill: make the guest bigger"
-    restart(xend)
-    doms = check_intact(xend, running, managed)
-    # the domain being saved is not lost: still there (maybe left paused), and it runs on
-    assert "big" in doms, sorted(doms)
-    assert field(doms["big"], "uuid") == uuid
-    if "p" in field(doms["big"], "state"):
-        r = xend.xm("unpause", "big")
-        assert r.returncode == 0, r.stderr
-    assert "p" not in field(xend.proxy().xend.domain("big"), "state")
-    # a torn image is refused, not half restored
-    r = xend.xm("restore", str(image))
-    assert r.returncode != 0
-    check_intact(xend, dict(running, big=uuid), managed)
+    assert xend.xm("save", "big", str(image)).returncode == 0
+    duration = timed_xm(xend, "restore", "-p", str(image))
+    expected = restored_digest(xend.paths["simulated-state-path"], domid_of(xend, "big"))
+    assert xend.xm("destroy", "big").returncode == 0
+    outcomes = []
+    for delay in kill_points(duration, random.Random(16)):
+        p = xm_popen(xend, "restore", str(image))
+        time.sleep(delay)
+        kill9(xend)
+        p.communicate(timeout=60)
+        restart(xend)
+        doms = check_intact(xend, running, managed)
+        if "big" in doms:
+            assert "p" not in field(doms["big"], "state"), (doms["big"], xend.log_tail())
+            assert restored_digest(xend.paths["simulated-state-path"],
+                                   domid_of(xend, "big")) == expected
+            assert xend.xm("destroy", "big").returncode == 0
+            outcomes.append(f"{delay:.2f}s: restored")
+        else:
+            outcomes.append(f"{delay:.2f}s: absent")
+    print("outcomes:", outcomes)
+    # at least one kill caught a domain being built, and its destruction was logged
+    assert "was being restored from" in xend.paths["logfile"].read_text(), outcomes
+
+
+def domid_of(x: XendInstance, name: str) -> int:
+    return int(field(x.proxy().xend.domain(name), "domid"))
 
 
 @pytest.mark.timeout(90)
@@ -208,12 +291,19 @@ def test_disk_full_while_saving(xend, tmp_path):
         r = xend.xm("create", str(write_domain_config(tmp_path, "victim", memory=32)))
         assert r.returncode == 0, r.stderr
         uuid = uuid_of(xend, "victim")
+        earlier = b"an earlier image, maybe another guest's only copy\n" * 100
+        (full / "victim.img").write_bytes(earlier)
         r = xend.xm("save", "victim", str(full / "victim.img"))
         assert r.returncode != 0
         assert "No space left on device" in r.stderr, r.stderr
         assert str(full / "victim.img") in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
-        assert not (full / "victim.img").exists(), "a torn image was left behind"
+        assert (full / "victim.img").read_bytes() == earlier, "the earlier image was destroyed"
+        assert leftovers(full) == [], "a torn image was left behind"
+        assert not (full / "new.img").exists()
+        r = xend.xm("save", "victim", str(full / "new.img"))
+        assert r.returncode != 0 and not (full / "new.img").exists()
+        assert leftovers(full) == []
         rec = xend.proxy().xend.domain("victim")
         assert field(rec, "uuid") == uuid
         state = field(rec, "state")

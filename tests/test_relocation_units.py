@@ -312,6 +312,7 @@ def _opts(tmp_path, **over):
             "xend-relocation-port": 8002, "xend-relocation-ssl-port": 8003,
             "xend-relocation-server-ssl-key-file": None,
             "xend-relocation-server-ssl-cert-file": None,
+            "xend-relocation-server-ssl-ca-file": None, "xend-tcp-users-allow": [],
             "xend-relocation-unix-path": str(tmp_path / "relocation-socket"),
             "xend-relocation-hosts-allow": "", "xend-state-path": str(tmp_path / "state")}
     base.update({k.replace("_", "-"): v for k, v in over.items()})
@@ -326,7 +327,7 @@ def test_specs_follow_the_options(tmp_path):
     specs = {s.name: s for s in rl.relocation_specs(opts, _Node(opts))}
     assert specs["RelocationServer-tcp"].endpoint == ("127.0.0.1", 8002)
     assert specs["RelocationServer-ssl"].endpoint == ("127.0.0.1", 8003)
-    assert specs["RelocationServer-ssl"].key == (("127.0.0.1", 8003), "/k", "/c")
+    assert specs["RelocationServer-ssl"].key == (("127.0.0.1", 8003), "/k", "/c", None)
     assert specs["RelocationServer-unix"].endpoint == str(tmp_path / "relocation-socket")
     # hosts-allow is read per connection: it is not part of any key
     opts2 = dict(opts, **{"xend-relocation-hosts-allow": "^x$"})

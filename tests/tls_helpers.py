@@ -31,12 +31,13 @@ class CA:
         self.dir = dirpath
         self.key, self.cert = self_signed(dirpath, name)
 
-    def issue(self, name: str) -> Tuple[Path, Path]:
-        """(key, cert) signed by this CA, valid for localhost as server and client."""
+    def issue(self, name: str, san: str = SUBJECT_ALT) -> Tuple[Path, Path]:
+        """(key, cert) signed by this CA, for ``san`` (default localhost), server and
+        client."""
         key, csr, cert = (self.dir / f"{name}.key", self.dir / f"{name}.csr",
                           self.dir / f"{name}.crt")
         ext = self.dir / f"{name}.ext"
-        ext.write_text(SUBJECT_ALT + "\n")
+        ext.write_text(san + "\n")
         _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
                  "-out", str(csr), "-subj", f"/CN={name}")
         _openssl("x509", "-req", "-in", str(csr), "-CA", str(self.cert), "-CAkey",

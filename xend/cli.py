@@ -57,6 +57,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from xend.errors import ConfigError
     from xend.options import load_options
 
+    config = resolve_config(config)
+    if config is None:
+        return 4 if command == "status" else 1
     try:
         opts = load_options(config)
     except ConfigError as e:
@@ -83,6 +86,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     action = {"start": daemon.start, "trace_start": daemon.start, "stop": daemon.stop,
               "restart": daemon.restart, "reload": daemon.reload, "status": daemon.status}
     return action[command]()
+
+
+def resolve_config(given: Optional[str]) -> Optional[str]:
+    """The config file as an absolute path, fixed at start: the daemon runs in /, so a
+    relative -c FILE (or XEND_CONFIG) read again at reload would be another file. A file named
+    by -c or XEND_CONFIG must exist (None, with the error printed); only the default may be
+    missing (the original's warning follows)."""
+    from xend.options import DEFAULT_CONFIG_PATH, config_path
+    path = os.path.abspath(config_path(given))
+    if path != DEFAULT_CONFIG_PATH and not os.path.exists(path):
+        print(f"Error: config file {path} does not exist", file=sys.stderr)
+        return None
+    return path
 
 
 def install_files_command(args: List[str]) -> int:

@@ -24,7 +24,8 @@ from typing import Callable, Mapping, Optional
 import daemon
 
 from xend import pidfile
-from xend.log import XendLog, make_dir
+from xend.log import XendLog, make_dir, open_log
+from xend.options import DEFAULT_CONFIG_PATH
 
 log = logging.getLogger("xend")
 
@@ -167,7 +168,7 @@ class Daemon:
     def _daemonize(self, ready_fd: int) -> None:
         debug_path = os.path.abspath(self.opts["xend-debug-logfile"])
         make_dir(os.path.dirname(debug_path))
-        debug_log = open(debug_path, "a", buffering=1)
+        debug_log = open_log(debug_path)
         server_pid = {"pid": 0}
 
         def forward(signum, _frame):
@@ -273,6 +274,10 @@ class Daemon:
     def _reload(self, server) -> None:
         from xend.errors import ConfigError
         log.info("Restarting all XML-RPC and Xen-API servers...")
+        if self.config_path != DEFAULT_CONFIG_PATH and not os.path.exists(self.config_path):
+            log.error("Reload refused; keeping the running configuration: %s does not exist",
+                      self.config_path)
+            return
         try:
             opts = self.load_options(self.config_path)
         except ConfigError as e:

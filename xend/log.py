@@ -30,6 +30,23 @@ def level_number(name: str) -> int:
     return value
 
 
+LOG_MODE = 0o640        # a log file xend creates: the log names paths, peers and users
+
+
+def open_log(path: str, encoding: str = "utf-8"):
+    """``path`` opened for appending text, created with LOG_MODE when missing (an existing
+    file keeps its mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, LOG_MODE)
+    return os.fdopen(fd, "a", buffering=1, encoding=encoding)
+
+
+class PrivateWatchedFileHandler(logging.handlers.WatchedFileHandler):
+    """A WatchedFileHandler whose file, when it (re)creates it, is LOG_MODE, not 0644."""
+
+    def _open(self):
+        return open_log(self.baseFilename, self.encoding or "utf-8")
+
+
 def make_dir(path: str, mode: int = 0o700) -> None:
     """Create ``path`` (and parents) with ``mode`` if missing."""
     if path and not os.path.isdir(path):
@@ -45,11 +62,11 @@ class XendLog:
         self.path = opts["logfile"]
         try:
             make_dir(os.path.dirname(self.path))
-            handler: logging.Handler = logging.handlers.WatchedFileHandler(self.path)
+            handler: logging.Handler = PrivateWatchedFileHandler(self.path)
         except OSError:
             fd, self.path = tempfile.mkstemp(suffix="-xend.log")
             os.close(fd)
-            handler = logging.handlers.WatchedFileHandler(self.path)
+            handler = PrivateWatchedFileHandler(self.path)
         handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
         self.handlers = [handler]
         if debug_to_stderr:

@@ -52,6 +52,7 @@ from xend import sxp
 from xend.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/xen/xend-config.sxp"
+MAX_CONFIG_BYTES = 8 << 20      # loading is linear, but a config file of gigabytes is a mistake
 CONFIG_ENV = "XEND_CONFIG"
 XEN_CONFIG_DIR = "/etc/xen"     # where bare file names of `file` options are looked up
 DEFAULT_SOURCE = "default"
@@ -664,11 +665,17 @@ class _PositionParser(sxp.XendParser):
 
 
 def _top_level_forms(text: str, source: str) -> List[Tuple[Any, int]]:
-    """(value, line) for every top-level value; raises sxp.ParseError."""
+    """(value, line) for every top-level value; raises sxp.ParseError. Lines are counted
+    from one start to the next, so that this stays linear in the size of the file."""
     parser = _PositionParser(text, source)
     values = parser.parse()
     assert len(values) == len(parser.starts)
-    return [(v, text.count("\n", 0, start) + 1) for v, start in zip(values, parser.starts)]
+    out, line, pos = [], 1, 0
+    for value, start in zip(values, parser.starts):
+        line += text.count("\n", pos, start)
+        pos = start
+        out.append((value, line))
+    return out
 
 
 def _recode(value: Any) -> Any:
@@ -859,11 +866,14 @@ def load_options(path: Optional[str] = None, environ: Mapping = os.environ) -> O
     path = config_path(path, environ)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         return Options({}, path, [f"Config file does not exist: {path}"])
     except OSError as e:
         raise ConfigError([f"{path}: cannot read config file: {e.strerror or e}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: config file larger than {MAX_CONFIG_BYTES // (1 << 20)} "
+                           "MiB: refused (a complete xend-config.sxp is about 12 KiB)"])
     return parse_options(data, path)
 
 

@@ -16,6 +16,10 @@ Value = Union[str, list]
 
 MIME_TYPE = "application/sxp"
 
+#: lists may nest this deep (a domain config nests 5 or 6 levels); deeper input is refused
+#: with its line and column instead of exhausting the stack of every reader of the value
+MAX_DEPTH = 256
+
 _WHITESPACE = " \t\n\v\f\r"
 _SEPARATORS = "{}<>[];"
 _SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "t": "\t", "n": "\n", "v": "\v",
@@ -122,6 +126,9 @@ class XendParser(sexpdata.Parser):
                 nl = string.find("\n", i)
                 i = n if nl < 0 else nl + 1
             elif c == "(":
+                if depth >= MAX_DEPTH:
+                    raise self.error(f"too deeply nested: more than {MAX_DEPTH} levels of "
+                                     "parentheses", i)
                 i, sub = self.parse_sexp(i + 1, depth + 1, i)
                 append(sub)
             elif c == ")":

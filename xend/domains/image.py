@@ -356,7 +356,8 @@ def read_image(fileobj: BinaryIO) -> Tuple[Any, PageStream]:
     if len(sig) != len(SIGNATURE):
         raise XendError("not a valid guest state file: signature read")
     if sig != SIGNATURE:
-        raise XendError("not a valid guest state file: found '%s'" % sig.decode("latin-1"))
+        # never echo what the file holds: it may be anything, readable by root only
+        raise XendError("not a valid guest state file: no guest state signature")
     size_bytes = _read_exact(fileobj, 4)
     if len(size_bytes) != 4:
         raise XendError("not a valid guest state file: config size read")
@@ -368,8 +369,11 @@ def read_image(fileobj: BinaryIO) -> Tuple[Any, PageStream]:
         raise XendError("not a valid guest state file: config read")
     try:
         values = sxp.parse_all(text)
-    except ValueError as e:
-        raise XendError(f"not a valid guest state file: config parse: {e}") from None
+    except sxp.ParseError as e:
+        raise XendError(f"not a valid guest state file: config parse error at line {e.line}, "
+                        f"column {e.column}") from None
+    except ValueError:
+        raise XendError("not a valid guest state file: config parse error") from None
     if not values:
         raise XendError("not a valid guest state file: config read")
     return values[0], PageStream(fileobj)

@@ -2,12 +2,13 @@
 at start, autostart and the on_xend_stop actions; part of DomainRegistry."""
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+from typing import Any, Iterator
 
 from xend.errors import VMBadState, XendError
 
-from .config import config_sxp, parse_config
+from .config import DomainConfig, config_sxp, parse_config
 from .domain import Domain
 from .operations import bool_arg
 from .states import HALTED, RUNNING
@@ -24,7 +25,7 @@ class ManagedMixin:
                 existing = next((d for d in self._all() if d.uuid == cfg.uuid
                                  and (d.managed or d.domid is not None)), None)
                 log.debug("Creating new managed domain: %s", cfg.name)
-                self.store.save(cfg.uuid, config_sxp(cfg))
+                self._store_config(cfg)
                 if existing is None:
                     self._add(Domain(self.hv, cfg, managed=True))
                 elif existing.domid is None:
@@ -41,10 +42,8 @@ class ManagedMixin:
     def domain_start(self, dom: Any, start_paused: Any = True) -> None:
         """Start a halted managed domain; left paused when ``start_paused``."""
         d = self._get(dom)
-        if d.domid is not None or self._state(d) != HALTED:
-            raise VMBadState("Domain is already running")
-        with d.op_lock:
-            if d.domid is not None:
+        with self._operation(d):
+            if d.domid is not None or self._state(d) != HALTED:
                 raise VMBadState("Domain is already running")
             with self._reserve(d.config, exclude=d):
                 self._build(d, paused=True, fresh=True)
@@ -56,14 +55,16 @@ class ManagedMixin:
     def domain_delete(self, dom: Any) -> None:
         """Forget a halted managed domain and remove its stored config."""
         d = self._get(dom)
-        with d.op_lock:
+        with self._operation(d):
             if d.domid is not None or self._state(d) != HALTED:
                 raise VMBadState("Domain is not halted.")
-            log.info("Domain %s (%s) deleted.", d.name, d.uuid)
             try:
                 self.store.delete(d.uuid)
             except OSError as e:
-                raise XendError(str(e)) from None
+                raise XendError("Cannot delete the configuration of domain %s in %s: %s"
+                                % (d.name, e.filename or self.store.domain_dir(d.uuid),
+                                   e.strerror or e)) from None
+            log.info("Domain %s (%s) deleted.", d.name, d.uuid)
             self._remove(d)
             d.rm_vm()
 
@@ -73,7 +74,7 @@ class ManagedMixin:
         d = self._get(dom)
         old = next((o for o in self._all() if o is not d and o.managed and o.uuid == d.uuid
                     and o.domid is None), None)
-        self.store.save(d.uuid, config_sxp(d.config))
+        self._store_config(d.config)
         with d.lock:
             d.managed = True
         if old is not None:
@@ -81,14 +82,36 @@ class ManagedMixin:
         log.debug("Migrating new managed domain: %s: %s", d.name, d.uuid)
 
     # -- the store ------------------------------------------------------------------------------
-    def _save_managed(self, d: Domain) -> None:
-        """Keep the stored config of a managed domain current (after mem-set, vcpu-set ...)."""
-        if not d.managed:
-            return
+    @contextlib.contextmanager
+    def _persisting(self, d: Domain, new: DomainConfig) -> Iterator[None]:
+        """Change ``d``'s configuration to ``new`` (mem-set, vcpu-set, rename ...): for a
+        managed domain it is stored first, so that a store that cannot take it (full, read
+        only) fails the change with the file and the reason before anything else changed;
+        then the block does the live part; then ``new`` is taken in memory. If the block
+        fails, the stored configuration is put back."""
+        stored = d.managed and d.pending_config is None     # else the pending one is stored
+        if stored:
+            self._store_config(new)
         try:
-            self.store.save(d.uuid, config_sxp(d.pending_config or d.config))
+            yield
+        except BaseException:
+            if stored:
+                try:
+                    self.store.save(d.uuid, config_sxp(d.config))
+                except OSError as e:
+                    log.error("Cannot restore the stored configuration of %s: %s", d.name, e)
+            raise
+        d.set_config(new)
+
+    def _store_config(self, cfg: DomainConfig) -> None:
+        """Store a managed domain's configuration; XendError naming the file and the reason
+        when the store cannot take it (and nothing of it is left there)."""
+        try:
+            self.store.save(cfg.uuid, config_sxp(cfg))
         except OSError as e:
-            log.error("Cannot save the configuration of managed domain %s: %s", d.name, e)
+            raise XendError("Cannot save the configuration of domain %s to %s: %s"
+                            % (cfg.name, e.filename or self.store.config_path(cfg.uuid),
+                               e.strerror or e)) from None
 
     def _load_managed(self) -> None:
         host_cpus = self._host_cpus()

@@ -91,9 +91,9 @@ class OperationsMixin:
         d = self._get(dom)
         if d.is_dom0:
             raise XendError("Cannot reset privileged domain %s" % dom)
-        if self._state(d) not in (RUNNING, PAUSED):
-            raise VMBadState("Domain '%s' is not started" % dom)
-        with d.op_lock:
+        with self._operation(d):
+            if self._state(d) not in (RUNNING, PAUSED):
+                raise VMBadState("Domain '%s' is not started" % dom)
             info = d.info()
             if info is None:
                 raise VMBadState("Domain '%s' is not started" % dom)
@@ -121,26 +121,24 @@ class OperationsMixin:
         if d.is_dom0 and target < cur and self.settings.dom0_min_mem > target:
             raise XendError("memory_dynamic_max too small")
         cfgmod.check_memory(target, d.config.maxmem)
-        if d.domid is not None:
-            with self._balloon_lock, hv_errors():
-                if target > cur and not d.is_dom0:
-                    self._balloon((target - cur) * 1024)
-                self.hv.set_memory_target(d.domid, target * 1024)
-            d.write_vm("memory", str(target))
-            d.write_dom("memory/target", str(target * 1024))
-        d.set_config(d.config.replace(memory=target))
-        self._save_managed(d)
+        with self._persisting(d, d.config.replace(memory=target)):
+            if d.domid is not None:
+                with self._balloon_lock, hv_errors():
+                    if target > cur and not d.is_dom0:
+                        self._balloon((target - cur) * 1024)
+                    self.hv.set_memory_target(d.domid, target * 1024)
+                d.write_vm("memory", str(target))
+                d.write_dom("memory/target", str(target * 1024))
 
     def domain_maxmem_set(self, dom: Any, memory: Any) -> None:
         d = self._get(dom)
         limit = int_arg("memory", memory)
         log.debug("Setting memory maximum of domain %s (%s) to %d MiB.", d.name, d.domid, limit)
         cfgmod.check_memory(d.config.memory, limit)
-        if d.domid is not None:
-            with hv_errors():
-                self.hv.set_max_memory(d.domid, limit * 1024)
-        d.set_config(d.config.replace(maxmem=limit))
-        self._save_managed(d)
+        with self._persisting(d, d.config.replace(maxmem=limit)):
+            if d.domid is not None:
+                with hv_errors():
+                    self.hv.set_max_memory(d.domid, limit * 1024)
 
     # -- vcpus ----------------------------------------------------------------------------------
     def domain_setVCpuCount(self, dom: Any, vcpus: Any) -> None:
@@ -153,18 +151,18 @@ class OperationsMixin:
             raise XendError("Cannot set vcpus greater than max vcpus on running domain")
         avail = (1 << n) - 1
         if d.domid is not None:
-            with hv_errors():
-                self.hv.set_vcpus_online(d.domid, n)
-            d.write_vm("vcpu_avail", str(avail))
-            for v in range(cfg.vcpus):
-                d.write_dom(f"cpu/{v}/availability", "online" if v < n else "offline")
             new = cfg.replace(vcpu_avail=avail)
         else:
             cfgmod.check_vcpus(n, self._host_cpus())
             new = cfg.replace(vcpus=n, vcpu_avail=avail, cpus=cfgmod.resize_cpus(cfg.cpus, n),
                               cpu_cap=min(cfg.cpu_cap, n * 100))
-        d.set_config(new)
-        self._save_managed(d)
+        with self._persisting(d, new):
+            if d.domid is not None:
+                with hv_errors():
+                    self.hv.set_vcpus_online(d.domid, n)
+                d.write_vm("vcpu_avail", str(avail))
+                for v in range(cfg.vcpus):
+                    d.write_dom(f"cpu/{v}/availability", "online" if v < n else "offline")
         log.info("Set VCPU count on domain %s to %d", d.name, n)
 
     def domain_pincpu(self, dom: Any, vcpu: Any, cpumap: Any) -> int:
@@ -181,16 +179,16 @@ class OperationsMixin:
             if not 0 <= v < cfg.vcpus:
                 raise XendError("Cannot pin vcpu: %d to cpu: %s - %s"
                                 % (v, cpus, "no such vcpu"))
-            if active:
+            per[v] = cpus
+        new = cfg.replace(cpus=tuple(tuple(c) for c in per) if any(per) else ())
+        with self._persisting(d, new):
+            for v in vcpus if active else ():
                 try:
                     self.hv.set_vcpu_affinity(d.domid, v, cpus)
                 except HypervisorError as ex:
                     log.error("pincpu %s vcpu %d: %s", d.name, v, ex)
                     raise XendError("Cannot pin vcpu: %d to cpu: %s - %s" % (v, cpus, ex)) \
                         from None
-            per[v] = cpus
-        d.set_config(cfg.replace(cpus=tuple(tuple(c) for c in per) if any(per) else ()))
-        self._save_managed(d)
         return 0
 
     def domain_getVCPUInfo(self, dom: Any) -> list:
@@ -243,12 +241,11 @@ class OperationsMixin:
                                     "specified number of vcpus" % (cfg.vcpus * 100))
             new_weight = cfg.cpu_weight if weight is None else weight
             new_cap = cfg.cpu_cap if cap is None else cap
-            if self._state(d) in (RUNNING, PAUSED):
-                cur_weight, cur_cap = self.hv.sched_credit_get(d.domid)
-                self.hv.sched_credit_set(d.domid, cur_weight if weight is None else weight,
-                                         cur_cap if cap is None else cap)
-            d.set_config(cfg.replace(cpu_weight=new_weight, cpu_cap=new_cap))
-            self._save_managed(d)
+            with self._persisting(d, cfg.replace(cpu_weight=new_weight, cpu_cap=new_cap)):
+                if self._state(d) in (RUNNING, PAUSED):
+                    cur_weight, cur_cap = self.hv.sched_credit_get(d.domid)
+                    self.hv.sched_credit_set(d.domid, cur_weight if weight is None else weight,
+                                             cur_cap if cap is None else cap)
             return 0
         except XendError:
             raise
@@ -259,17 +256,16 @@ class OperationsMixin:
     # -- identity and small things --------------------------------------------------------------
     def domain_setName(self, dom: Any, name: Any) -> None:
         d = self._get(dom)
+        if d.is_dom0:
+            raise XendError("Cannot rename privileged domain %s" % dom)
         name = "" if name is None else str(name)
         cfgmod.check_name(name)
-        with self._lock:
-            self._check_name_free(name, d.uuid, exclude=d)
-            with d.lock:
-                d.config = d.config.replace(name=name)
+        with self._reserve(d.config.replace(name=name), check_uuid=False, exclude=d):
+            with self._persisting(d, d.config.replace(name=name)):
+                pass
         if d.domid is not None:
-            d.save_config_to_store()
             d.write_vm("name", name)
             d.write_dom("name", name)
-        self._save_managed(d)
 
     def domain_send_sysrq(self, dom: Any, key: Any) -> None:
         d = self._get(dom)

@@ -18,7 +18,8 @@ Domain), ``unpause_restored(dom)``, ``discard_restored(dom)``, ``register_manage
 the ``migrator`` attribute that ``domain_migrate`` calls after its checks.
 
 Locking: ``_lock`` guards only the table (a dict) and name reservations and is never held
-across a hypervisor call; long work holds the domain's own ``op_lock``. A listing takes
+across a hypervisor call; long work holds the domain's own ``op_lock``, taken through
+``_operation``, which also checks that the domain was not deleted meanwhile. A listing takes
 ``_lock`` for a snapshot and asks the hypervisor once, so it never waits behind a save,
 a restore or a migration (the original's "xm list hangs").
 """
@@ -33,7 +34,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 from xend.console import ConsoleHub
 from xend.errors import HypervisorError, VmError, XendError, XendInvalidDomain
-from xend.hypervisor.base import Hypervisor
+from xend.hypervisor.base import DOM0_UUID, Hypervisor
 
 from . import config as cfgmod
 from .domain import Domain
@@ -44,7 +45,7 @@ from .operations import OperationsMixin
 from .progress import ProgressTracker
 from .saverestore import SaveRestoreMixin
 from .settings import Settings
-from .states import RUNNING, power_state, state_filter
+from .states import DOM0_ID, DOM0_NAME, RUNNING, power_state, state_filter
 from .store import ManagedStore
 
 log = logging.getLogger("xend.XendDomain")
@@ -95,6 +96,7 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
         the event thread (reference §3.7)."""
         self.store.ensure()
         self._discover()
+        self._recover_operations()
         self._apply_dom0_cpus()
         self._load_managed()
         self._stop.clear()
@@ -203,6 +205,18 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
             raise XendInvalidDomain(str(dom))
         return found
 
+    @contextlib.contextmanager
+    def _operation(self, dom: Domain) -> Iterator[Domain]:
+        """Hold ``dom``'s ``op_lock`` and make sure it is still one of our domains: a delete
+        (or a restart replacing it) may have run while we waited, and a check made before
+        the lock proves nothing. Check the domain's state inside this block."""
+        with dom.op_lock:
+            with self._lock:
+                current = self._domains.get(dom.serial) is dom
+            if not current:
+                raise XendInvalidDomain(dom.name)
+            yield dom
+
     def _checkpointed(self, dom: Domain) -> bool:
         return dom.managed and self.store.has_checkpoint(dom.uuid)
 
@@ -236,7 +250,10 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
                 self._reserved_uuids.discard(cfg.uuid)
 
     def _check_name_free(self, name: str, uuid: str, exclude: Optional[Domain] = None) -> None:
-        """Caller holds ``_lock``. A name may be reused only by the same uuid."""
+        """Caller holds ``_lock``. A name may be reused only by the same uuid; Domain-0's
+        name belongs to domain 0 alone."""
+        if name == DOM0_NAME and uuid != DOM0_UUID:
+            raise VmError("VM name '%s' already exists as domain %d" % (name, DOM0_ID))
         for d in self._domains.values():
             if d is exclude or d.name != name or d.uuid == uuid:
                 continue

@@ -13,7 +13,9 @@ import tempfile
 from typing import Any, BinaryIO, Callable, Iterator, Optional, Tuple
 
 from xend.errors import HypervisorError, VMBadState, VmError, XendError, XendInvalidDomain
+from xend.fsutil import fsync_dir
 from xend.hypervisor.base import PAGE_SIZE
+from xend.journal import Journal
 
 from .config import config_sxp
 from .domain import Domain
@@ -24,6 +26,8 @@ from .states import RUNNING, SUSPENDED
 log = logging.getLogger("xend.XendCheckpoint")
 
 MIGRATING_PREFIX = "migrating-"
+JOURNAL_DIR = "operations"          # in xend-state-path
+TMP_SUFFIX = ".xend-tmp"            # an image being written: .<name>.<random>.xend-tmp
 
 
 class SaveRestoreMixin:
@@ -32,32 +36,75 @@ class SaveRestoreMixin:
         """Write the domain's image to ``path``; the domain is destroyed afterwards unless
         ``checkpoint`` (then it keeps running)."""
         d = self._save_checks(dom, "save")
-        path = str(path)
+        self._save_to_file(d, str(path), bool_arg(checkpoint), "save")
+
+    def _save_to_file(self, d: Domain, path: str, keep_running: bool, operation: str) -> None:
+        """The image goes to a temporary file beside ``path``, which is synced and renamed
+        over it only once the image is whole, before the domain is destroyed: a failed or
+        interrupted save leaves an earlier file at ``path`` as it was. The journal entry
+        ``save-<uuid>`` lets a restarted xend finish or undo it (``_recover_operations``).
+        A target that is not a regular file (/dev/null, a pipe) is written in place."""
+        target = os.path.realpath(path)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            special = not stat.S_ISREG(os.stat(target).st_mode)
+        except FileNotFoundError:
+            special = False
         except OSError as ex:
             raise XendError("can't write guest state file %s: %s" % (path, ex.strerror)) \
                 from None
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)  # not /dev/null, a pipe...
+        if special:
+            return self._save_in_place(d, path, target, keep_running, operation)
+        directory = os.path.dirname(target)
         try:
-            with os.fdopen(fd, "wb") as f:
-                self.save_to_stream(d, f, live=False, keep_running=bool_arg(checkpoint))
-                f.flush()
-                if regular:
-                    os.fsync(f.fileno())
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.",
+                                       suffix=TMP_SUFFIX, dir=directory)
+        except OSError as ex:
+            raise XendError("can't write guest state file %s: %s" % (path, ex.strerror)) \
+                from None
+        entry = dict(domid=d.domid, name=d.name, path=target, tmp=tmp,
+                     keep_running=keep_running)
+        f = os.fdopen(fd, "wb")
+
+        def commit() -> None:
+            # whole and on disk: from here a restarted xend completes the save (the rename)
+            f.flush()
+            os.fsync(f.fileno())
+            self._journal_write("save", d.uuid, phase="written", **entry)
+            os.replace(tmp, target)
+            fsync_dir(directory)
+
+        try:
+            self._journal_write("save", d.uuid, phase="streaming", **entry)
+            with f:
+                self.save_to_stream(d, f, live=False, keep_running=keep_running,
+                                    operation=operation, commit=commit)
         except (OSError, XendError) as ex:
             # disk full and the like (save_to_stream resumed the domain and re-raised the
-            # OSError as a XendError): a torn image is worse than none, so it goes
+            # OSError as a XendError)
             cause = ex if isinstance(ex, OSError) else ex.__cause__
             if not isinstance(cause, OSError):
                 raise
-            if regular:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
             raise XendError("can't write guest state file %s: %s"
                             % (path, cause.strerror or cause)) from None
+        finally:
+            f.close()
+            _unlink_quietly(tmp)
+            self._journal_remove("save", d.uuid)
+
+    def _save_in_place(self, d: Domain, path: str, target: str, keep_running: bool,
+                       operation: str) -> None:
+        try:
+            f = open(target, "wb")
+        except OSError as ex:
+            raise XendError("can't write guest state file %s: %s" % (path, ex.strerror)) \
+                from None
+        try:
+            with f:
+                self.save_to_stream(d, f, live=False, keep_running=keep_running,
+                                    operation=operation)
+        except OSError as ex:
+            raise XendError("can't write guest state file %s: %s"
+                            % (path, ex.strerror or ex)) from None
 
     def _save_checks(self, dom: Any, verb: str) -> Domain:
         d = self._get(dom)
@@ -70,18 +117,20 @@ class SaveRestoreMixin:
     def save_to_stream(self, dom: Any, fileobj: BinaryIO, live: bool = False,
                        keep_running: bool = False, *, node: int = -1,
                        migrating: bool = False, step: Optional[Callable[[int], None]] = None,
-                       operation: str = "save") -> SaveStats:
+                       operation: str = "save",
+                       commit: Optional[Callable[[], None]] = None) -> SaveStats:
         """Stream the image of a running domain to ``fileobj``.
 
         On success the domain is destroyed, or (``keep_running``) unpaused. On failure it is
         resumed where it is (``Save failed on domain <name> (<id>) - resuming.``) and the
         error re-raised. ``migrating`` renames it ``migrating-<name>`` meanwhile; ``node``
         >= 0 puts ``(node N)`` after ``vcpus`` in the config; ``step(n)`` is called for the
-        device migration steps 1-3 (see image.write_image)."""
+        device migration steps 1-3 (see image.write_image). ``commit()`` is called once the
+        image is written, the domain still paused; if it raises, the save failed."""
         d = self._save_checks(dom, "migrate" if migrating else "save")
-        with d.op_lock:
+        with self._operation(d):
             domid = d.domid
-            if domid is None:
+            if domid is None or self._state(d) != RUNNING:
                 raise VMBadState("Domain is not running")
             record = config_sxp(d.config)
             if node is not None and int(node) >= 0:
@@ -95,6 +144,8 @@ class SaveRestoreMixin:
             try:
                 stats = write_image(self.hv, record, domid, fileobj, live=live,
                                     progress=op.update, step=step)
+                if commit is not None:
+                    commit()
             except BaseException as e:
                 log.error("Save failed on domain %s (%s) - resuming.", name, domid)
                 if migrating:
@@ -134,18 +185,21 @@ class SaveRestoreMixin:
             raise XendError("can't read guest state file %s: %s" % (path, ex.strerror)) \
                 from None
         with f:
-            d = self.restore_from_stream(f, relocating=False, paused=bool_arg(paused))
+            d = self.restore_from_stream(f, relocating=False, paused=bool_arg(paused),
+                                         source=path)
         return self._record(d, full=True)
 
     def restore_from_stream(self, fileobj: BinaryIO, relocating: bool = False,
                             paused: bool = False, *,
-                            managed_dom: Optional[Domain] = None) -> Domain:
+                            managed_dom: Optional[Domain] = None,
+                            source: str = "a stream") -> Domain:
         """Build a domain from the image on ``fileobj`` and return it (unpaused unless
         ``paused``). A relocating restore skips the duplicate name/uuid check. On failure
-        nothing is left: the half-built domain is destroyed. XendErrors keep their message;
-        anything else becomes ``Restore failed``."""
+        nothing is left: the half-built domain is destroyed (by a restarted xend, from the
+        journal entry ``restore-<uuid>``, if this one is killed meanwhile). XendErrors keep
+        their message; anything else becomes ``Restore failed``."""
         try:
-            return self._restore(fileobj, relocating, paused, managed_dom)
+            return self._restore(fileobj, relocating, paused, managed_dom, source)
         except XendError:
             log.exception("Restore failed")
             raise
@@ -154,7 +208,7 @@ class SaveRestoreMixin:
             raise XendError("Restore failed") from None
 
     def _restore(self, fileobj: BinaryIO, relocating: bool, paused: bool,
-                 managed_dom: Optional[Domain]) -> Domain:
+                 managed_dom: Optional[Domain], source: str) -> Domain:
         cfg_sxp, pages = read_image(fileobj)
         cfg = self._parse(cfg_sxp)
         if cfg.nomigrate:
@@ -175,24 +229,32 @@ class SaveRestoreMixin:
         target = managed_dom if managed_dom is not None else self._managed_inactive(cfg.uuid)
         with self._reserve(cfg, check_uuid=not relocating, check_name=not relocating,
                            exclude=target):
-            dom = Domain(self.hv, cfg, managed=target is not None)
-            op = self.tracker.start("restore", cfg.name, cfg.uuid)
+            # (an incoming migration has the relocation journal: xend.relocation.recovery)
+            journal = not relocating
+            if journal:
+                self._journal_write("restore", cfg.uuid, name=cfg.name, source=source)
             try:
-                with dom.op_lock:
-                    domid = self._build(dom, paused=True, fresh=True)
-                    try:
-                        self._load_pages(domid, pages, op)
-                    except BaseException:
-                        self._teardown(dom)
-                        raise
-                    self._devices_ready(dom)
+                dom = Domain(self.hv, cfg, managed=target is not None)
+                op = self.tracker.start("restore", cfg.name, cfg.uuid)
+                try:
+                    with dom.op_lock:
+                        domid = self._build(dom, paused=True, fresh=True)
+                        try:
+                            self._load_pages(domid, pages, op)
+                        except BaseException:
+                            self._teardown(dom)
+                            raise
+                        self._devices_ready(dom)
+                finally:
+                    op.finish()
+                self._replace(target, dom)
+                log.info("Domain %s (%d) restored%s.", dom.name, domid,
+                         " (relocating)" if relocating else "")
+                if not paused:
+                    self.hv.unpause(domid)
             finally:
-                op.finish()
-            self._replace(target, dom)
-        log.info("Domain %s (%d) restored%s.", dom.name, domid,
-                 " (relocating)" if relocating else "")
-        if not paused:
-            self.hv.unpause(domid)
+                if journal:
+                    self._journal_remove("restore", cfg.uuid)
         return dom
 
     def _load_pages(self, domid: int, pages, op) -> None:
@@ -235,24 +297,7 @@ class SaveRestoreMixin:
         d = self._save_checks(dom, "suspend")
         if not os.path.exists(self.store.config_path(d.uuid)):
             raise XendError("Domain is not managed by Xend lifecycle support.")
-        path = self.store.checkpoint_path(d.uuid)
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=os.path.dirname(path))
-        except OSError as ex:
-            raise XendError("can't write guest state file %s: %s" % (path, ex.strerror)) \
-                from None
-        try:
-            with os.fdopen(fd, "wb") as f:
-                self.save_to_stream(d, f, live=False, keep_running=False, operation="suspend")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as ex:
-            raise XendError("can't write guest state file %s: %s" % (path, ex.strerror)) \
-                from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        self._save_to_file(d, self.store.checkpoint_path(d.uuid), False, "suspend")
 
     def domain_resume(self, dom: Any, start_paused: Any = False) -> None:
         d = self._get(dom)
@@ -270,7 +315,7 @@ class SaveRestoreMixin:
                 raise XendError("Failed to read stored checkpoint file") from None
             with f:
                 self.restore_from_stream(f, relocating=False, paused=bool_arg(start_paused),
-                                         managed_dom=d)
+                                         managed_dom=d, source=chkpath)
             try:
                 os.unlink(chkpath)
             except OSError:
@@ -278,3 +323,105 @@ class SaveRestoreMixin:
         except Exception as ex:  # noqa: BLE001 - the original wrapped every failure
             log.exception("Exception occurred when resuming")
             raise XendError("Error occurred when resuming: %s" % ex) from None
+
+    # -- the journal of saves and restores in progress ---------------------------------------------
+    def _operations_journal(self) -> Optional[OperationsJournal]:
+        state = self.settings.state_path
+        return OperationsJournal(os.path.join(state, JOURNAL_DIR)) if state else None
+
+    def _journal_write(self, kind: str, uuid: str, **fields: Any) -> None:
+        """Record an operation before its first step; XendError if that is not possible (a
+        save or restore that could not be undone after a crash is not started)."""
+        journal = self._operations_journal()
+        if journal is None:
+            return
+        try:
+            journal.write(kind, uuid, **fields)
+        except OSError as ex:
+            raise XendError("cannot record the %s in %s: %s"
+                            % (kind, journal.directory, ex.strerror or ex)) from None
+
+    def _journal_remove(self, kind: str, uuid: str) -> None:
+        journal = self._operations_journal()
+        if journal is None:
+            return
+        try:
+            journal.remove(kind, uuid)
+        except OSError as ex:
+            log.error("Cannot remove the journal entry %s-%s: %s", kind, uuid, ex)
+
+    def _recover_operations(self) -> None:
+        """At start, after the hypervisor's domains were adopted: undo or finish the saves
+        and restores a killed xend left (its journal entries), whatever the hypervisor.
+
+        * restore: the domain it was building is destroyed (its memory is not the image's);
+        * save, image not yet whole: the unfinished file goes, the domain is resumed;
+        * save, image whole (synced): it is renamed into place if it was not yet, and the
+          domain is destroyed as the save would have done (a checkpoint's is resumed)."""
+        journal = self._operations_journal()
+        if journal is None:
+            return
+        for entry in journal.entries("restore"):
+            for d in self._all():
+                if d.uuid == entry["uuid"] and d.domid is not None:
+                    log.warning("Domain %s (%d) was being restored from %s when xend stopped: "
+                                "destroying it (a restore that did not finish is never kept)",
+                                d.name, d.domid, entry.get("source", "?"))
+                    self._recover_step(self._destroy, d)
+            journal.remove("restore", entry["uuid"])
+        for entry in journal.entries("save"):
+            self._recover_save(entry)
+            journal.remove("save", entry["uuid"])
+
+    def _recover_save(self, entry: dict) -> None:
+        path, tmp, domid = entry.get("path", "?"), entry.get("tmp"), entry.get("domid")
+        written = entry.get("phase") == "written"
+        if isinstance(tmp, str) and os.path.exists(tmp):
+            if written:
+                self._recover_step(_finish_rename, tmp, path)
+            else:
+                log.warning("Removing %s, the unfinished image of an interrupted save to %s",
+                            tmp, path)
+                _unlink_quietly(tmp)
+        d = next((d for d in self._all() if d.uuid == entry["uuid"] and d.domid is not None
+                  and d.domid == domid), None)
+        if d is None:
+            return
+        if written and not entry.get("keep_running"):
+            log.warning("Domain %s (%d) was saved to %s when xend stopped: destroying it, as "
+                        "the save would have", d.name, d.domid, path)
+            self._recover_step(self._destroy, d)
+            return
+        log.warning("The save of domain %s (%d) to %s was interrupted when xend stopped: "
+                    "resuming the domain", d.name, d.domid, path)
+        try:
+            paused = self.hv.domain_info(d.domid).paused
+        except HypervisorError:
+            return
+        if paused:
+            self._recover_step(self.hv.unpause, d.domid)
+
+    @staticmethod
+    def _recover_step(fn: Callable, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - log it and go on with the next one
+            log.exception("Recovery: %s failed", getattr(fn, "__name__", fn))
+
+
+class OperationsJournal(Journal):
+    """``<xend-state-path>/operations/``: ``save-<uuid>`` and ``restore-<uuid>``."""
+    KINDS = ("save", "restore")
+
+
+def _finish_rename(tmp: str, path: str) -> None:
+    log.warning("Completing the save to %s (its image %s was whole)", path, tmp)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path))
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -51,6 +51,9 @@ class Settings:
     vnc_x509_verify: bool = False
     qemu_dm_logrotate_count: int = 10
     log_dir: str = DEFAULT_LOG_DIR        # where qemu-dm-NAME.log files go (logfile's dir)
+    #: xend-state-path: the journal of saves and restores in progress is kept there
+    #: (None, from a plain mapping without it: no journal)
+    state_path: Optional[str] = None
 
     @classmethod
     def from_opts(cls, opts: Mapping[str, Any]) -> "Settings":
@@ -81,6 +84,7 @@ class Settings:
             vnc_x509_verify=_bool(option(opts, "vnc-x509-verify", False)),
             qemu_dm_logrotate_count=int(option(opts, "qemu-dm-logrotate-count", 10)),
             log_dir=os.path.dirname(os.path.abspath(logfile)),
+            state_path=_str_or_none(opts, "xend-state-path"),
         )
         if settings.dom0_min_mem < 0 or settings.dom0_cpus < 0 or settings.console_limit < 1:
             raise ValueError("dom0-min-mem and dom0-cpus must be >= 0, console-limit >= 1")

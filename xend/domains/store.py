@@ -23,6 +23,7 @@ CHECKPOINT_FILE = "checkpoint.chk"
 PRETTY_WIDTH = 78
 _TMP_PREFIX = "." + CONFIG_FILE + "."
 _TMP_SUFFIX = ".tmp"
+_DELETED_SUFFIX = ".deleted"        # .<uuid>.deleted: a domain directory being removed
 
 
 class ManagedStore:
@@ -46,30 +47,62 @@ class ManagedStore:
 
     # -- writing -------------------------------------------------------------------------------
     def save(self, uuid: str, record: Any) -> None:
-        """Store ``record`` (an SXP value) as the config of ``uuid``, atomically."""
+        """Store ``record`` (an SXP value) as the config of ``uuid``, atomically. On failure
+        (a full or read-only store) an OSError naming the file is raised and nothing is left
+        behind: the earlier file as it was, no new directory."""
         directory = self.domain_dir(uuid)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        target = os.path.join(directory, CONFIG_FILE)
         text = sxp.prettyprint(record, width=PRETTY_WIDTH).encode("utf-8")
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=directory)
+        made = not os.path.isdir(directory)
+        tmp = None
         try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=directory)
             with os.fdopen(fd, "wb") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, os.path.join(directory, CONFIG_FILE))
+            os.replace(tmp, target)
+        except OSError as e:
+            self._undo_save(tmp, directory if made else None)
+            raise OSError(e.errno, e.strerror, target) from None
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            self._undo_save(tmp, directory if made else None)
             raise
         fsync_dir(directory)
+        if made:
+            fsync_dir(self.path)
+
+    @staticmethod
+    def _undo_save(tmp: Optional[str], made_dir: Optional[str]) -> None:
+        for path, remove in ((tmp, os.unlink), (made_dir, os.rmdir)):
+            if path:
+                try:
+                    remove(path)
+                except OSError:
+                    pass
 
     def delete(self, uuid: str) -> None:
+        """Remove the domain's directory. It is first renamed out of the way (one atomic
+        step: a store that cannot be changed fails here, with an OSError naming it, and
+        keeps the domain), then removed; what cannot be removed is removed at the next load."""
         directory = self.domain_dir(uuid)
-        if os.path.isdir(directory):
-            shutil.rmtree(directory, ignore_errors=True)
-            fsync_dir(self.path)
+        if not os.path.isdir(directory):
+            return
+        doomed = os.path.join(self.path, f".{uuid}{_DELETED_SUFFIX}")
+        try:
+            os.rename(directory, doomed)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, directory) from None
+        fsync_dir(self.path)
+        self._remove_tree(doomed)
+
+    @staticmethod
+    def _remove_tree(path: str) -> None:
+        try:
+            shutil.rmtree(path)
+        except OSError as e:
+            log.warning("Cannot remove %s: %s", e.filename or path, e.strerror or e)
 
     # -- reading -------------------------------------------------------------------------------
     def load_all(self) -> List[Tuple[str, Any]]:
@@ -85,6 +118,10 @@ class ManagedStore:
         for name in names:
             directory = os.path.join(self.path, name)
             if not os.path.isdir(directory):
+                continue
+            if name.startswith(".") and name.endswith(_DELETED_SUFFIX):
+                log.info("Removing %s, left by a delete", directory)
+                self._remove_tree(directory)
                 continue
             self._remove_stale_temps(directory)
             cfg_file = os.path.join(directory, CONFIG_FILE)

@@ -15,6 +15,7 @@ import ssl
 from typing import Any, List, Optional, Tuple
 
 from xend import errors, sxp
+from xend.server.deadline import Deadline
 
 MAX_REQUEST = 4096          # bytes of one request (the only real one is ``receive``)
 MAX_REPLY = 64 * 1024       # bytes of one reply (an error message)
@@ -38,11 +39,13 @@ class RemoteError(errors.XendError):
 
 # -- a socket as a buffered binary file -----------------------------------------------------
 class SocketIO(io.RawIOBase):
-    """Raw reads and writes on a (possibly TLS) socket; timeouts are the socket's."""
+    """Raw reads and writes on a (possibly TLS) socket; timeouts are the socket's, and a
+    read waits no longer than ``deadline`` allows (a request must arrive whole in time)."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, deadline: Optional[Deadline] = None):
         super().__init__()
         self.sock = sock
+        self.deadline = deadline or Deadline()
         self._tls = hasattr(sock, "pending")        # an ssl.SSLSocket
         self.bytes_read = 0
         self.bytes_written = 0
@@ -54,7 +57,15 @@ class SocketIO(io.RawIOBase):
         return True
 
     def readinto(self, b) -> int:
-        n = self.sock.recv_into(b)
+        if self.deadline.at is None:
+            n = self.sock.recv_into(b)
+        else:
+            timeout = self.sock.gettimeout()
+            self.sock.settimeout(self.deadline.timeout(timeout))
+            try:
+                n = self.sock.recv_into(b)
+            finally:
+                self.sock.settimeout(timeout)
         if n and self._tls and n < len(b):
             n += self._more_records(memoryview(b)[n:])
         self.bytes_read += n
@@ -85,10 +96,10 @@ class SocketIO(io.RawIOBase):
         return n
 
 
-def reader(sock: socket.socket) -> io.BufferedReader:
+def reader(sock: socket.socket, deadline: Optional[Deadline] = None) -> io.BufferedReader:
     """A buffered reader over ``sock``: ``readline(limit)`` for requests, ``read(n)`` loops
     until n bytes or end of stream (what the image reader expects)."""
-    return io.BufferedReader(SocketIO(sock), buffer_size=READ_BUFFER)
+    return io.BufferedReader(SocketIO(sock, deadline), buffer_size=READ_BUFFER)
 
 
 # -- requests ---------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from xend.relocation import acl as acl_mod
 from xend.relocation import protocol
 from xend.relocation.receiver import Receiver
 from xend.server import peers
-from xend.server.xmlrpc import BoundedThreadingMixIn
+from xend.server.deadline import Deadline
+from xend.server.xmlrpc import BoundedThreadingMixIn, UnixPeersMixin
 
 log = logging.getLogger("xend.relocate")
 
@@ -45,7 +46,8 @@ class RelocationHandler(socketserver.BaseRequestHandler):
 
     def setup(self) -> None:
         self.request.settimeout(REQUEST_TIMEOUT)
-        self.rfile = protocol.reader(self.request)
+        self.deadline = Deadline()
+        self.rfile = protocol.reader(self.request, self.deadline)
         self.peer = self.server.peer_text(self.client_address)
 
     def send(self, data: bytes) -> bool:
@@ -60,6 +62,7 @@ class RelocationHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         for _ in range(protocol.MAX_REQUESTS):
             self.request.settimeout(REQUEST_TIMEOUT)
+            self.deadline.start(REQUEST_TIMEOUT)    # for the whole request, not each read
             try:
                 values = protocol.read_values(self.rfile, protocol.MAX_REQUEST)
             except protocol.ProtocolError as e:
@@ -69,6 +72,8 @@ class RelocationHandler(socketserver.BaseRequestHandler):
             except OSError as e:
                 log.info("Relocation peer %s: %s", self.peer, e)
                 return
+            finally:
+                self.deadline.clear()
             if not values:
                 return
             for value in values:
@@ -140,6 +145,7 @@ class RelocationHandler(socketserver.BaseRequestHandler):
 # -- servers ----------------------------------------------------------------------------------
 class RelocationServerMixin(BoundedThreadingMixIn):
     max_connections = MAX_CONNECTIONS
+    max_per_peer = MAX_CONNECTIONS // 2
 
     def init_relocation(self, receiver: Receiver,
                         hosts_allow: Callable[[], str] = lambda: "",
@@ -242,7 +248,7 @@ class TCPRelocationServer(RelocationServerMixin, socketserver.TCPServer):
         return sock, addr
 
 
-class UnixRelocationServer(RelocationServerMixin, socketserver.UnixStreamServer):
+class UnixRelocationServer(UnixPeersMixin, RelocationServerMixin, socketserver.UnixStreamServer):
     """The local relocation socket: no hosts-allow (the socket directory is private)."""
 
     def __init__(self, sock: socket.socket, receiver: Receiver):

@@ -31,16 +31,17 @@ from xmlrpc.client import Fault
 from xend import errors, sxp
 from xend.server import unixsock
 from xend.server import http_forms
+from xend.server.deadline import RequestDeadlineMixin
+from xend.server.lean_http import MAX_HEADER_BYTES, MAX_LINE, body_length
 from xend.server.peers import PeerCheckMixin, PeerGate
 from xend.server.http_resources import (BadRequest, BodyTooLarge, HttpError, LengthRequired,
                                         Request, Response, build_tree, resolve)
-from xend.server.xmlrpc import CONNECTION_TIMEOUT, BoundedThreadingMixIn
+from xend.server.xmlrpc import CONNECTION_TIMEOUT, BoundedThreadingMixIn, UnixPeersMixin
 
 log = logging.getLogger("xend.web.httpserver")
 
 MAX_BODY = 10_000          # bytes of request body (else 413)
-MAX_HEADERS = 500          # header lines per request
-MAX_LINE = 65_536          # bytes per request or header line
+MAX_HEADERS = 500          # header lines per request (the original's); with MAX_HEADER_BYTES
 DRAIN_BYTES = 1 << 20      # unread body discarded after a 413, so the reply is not lost to a
 DRAIN_SECONDS = 2.0        # TCP reset when the socket is closed with data still queued
 METHODS = ("GET", "HEAD", "POST")
@@ -113,7 +114,7 @@ def header_safe(value: str) -> str:
 
 # -- the request handler ----------------------------------------------------------------------
 
-class XendHTTPHandler(BaseHTTPRequestHandler):
+class XendHTTPHandler(RequestDeadlineMixin, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "xend"
     timeout = CONNECTION_TIMEOUT
@@ -167,16 +168,18 @@ class XendHTTPHandler(BaseHTTPRequestHandler):
         self.command, self.path = words[0], words[1]
         if len(words) == 3:
             lines: List[bytes] = []
+            total = 0
             while True:
                 raw = self.rfile.readline(MAX_LINE + 1)
-                if len(raw) > MAX_LINE:
-                    self.send_error(400, "Header line too long")
+                total += len(raw)
+                if len(raw) > MAX_LINE or total > MAX_HEADER_BYTES:
+                    self.send_error(431, "Request header too large")
                     return False
                 if raw in (b"\r\n", b"\n", b""):
                     break
                 lines.append(raw)
                 if len(lines) > MAX_HEADERS:
-                    self.send_error(400, "Too many headers")
+                    self.send_error(431, "Too many headers")
                     return False
             text = b"".join(lines).decode("iso-8859-1")
             self.headers = email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)
@@ -197,7 +200,10 @@ class XendHTTPHandler(BaseHTTPRequestHandler):
     def serve(self) -> None:
         req: Optional[Request] = None
         try:
-            req = self.build_request()
+            try:
+                req = self.build_request()
+            finally:
+                self.request_read()     # the whole request is in: no deadline for the op
             res = resolve(self.server.resources, req.segments)
             resp = res.post(req) if req.method == "POST" else res.get(req)
             reason = ""
@@ -220,24 +226,17 @@ class XendHTTPHandler(BaseHTTPRequestHandler):
         return Request(self.command, segments, path, args, self.base_url())
 
     def read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        encoding = self.headers.get("Transfer-Encoding")
+        size, status, why = body_length(self.headers.get_all("Content-Length"), encoding,
+                                        MAX_BODY)
+        if status == 411 and encoding is None:
+            return b""                  # no body (GET, or a POST of nothing)
+        if status:
             self.close_connection = True
-            raise LengthRequired("Chunked request bodies are not supported")
-        lengths = set(self.headers.get_all("Content-Length") or [])
-        if not lengths:
-            return b""
-        length = lengths.pop() if len(lengths) == 1 else ", ".join(sorted(lengths))
-        try:
-            size = int(length)
-            if size < 0:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            raise BadRequest(f"Invalid Content-Length: {length}") from None
-        if size > MAX_BODY:
-            self.close_connection = True
-            self.unread_body = True
-            raise BodyTooLarge(f"Request body too large: {size} bytes (limit {MAX_BODY})")
+            if status == 413:
+                self.unread_body = True
+                raise BodyTooLarge(why)
+            raise LengthRequired(why) if status == 411 else BadRequest(why)
         if size and self.headers.get("Expect", "").lower() == "100-continue":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.wfile.flush()
@@ -308,7 +307,7 @@ class UnixHTTPHandler(XendHTTPHandler):
 
 # -- servers ----------------------------------------------------------------------------------
 
-class UnixHTTPServer(BoundedThreadingMixIn, socketserver.UnixStreamServer):
+class UnixHTTPServer(UnixPeersMixin, BoundedThreadingMixIn, socketserver.UnixStreamServer):
     """On an already bound and listening unix socket (``xend.server.unixsock.bind_unix``)."""
 
     def __init__(self, sock: socket.socket, node):

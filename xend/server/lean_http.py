@@ -17,6 +17,31 @@ from typing import Dict, List, Optional, Tuple
 
 MAX_HEADERS = 100               # as http.client
 MAX_LINE = 65536
+MAX_HEADER_BYTES = 65536        # the whole head: lines and count alone would allow 6.4 MB
+
+
+def body_length(lengths: Optional[List[str]], transfer_encoding: Optional[str],
+                limit: int) -> Tuple[int, int, str]:
+    """(length, 0, "") of a request body from its Content-Length values and its
+    Transfer-Encoding, or (-1, status, why) refusing it: 411 without a length (chunked bodies
+    are not taken), 400 for a length that is not one number, is given twice, or comes with a
+    Transfer-Encoding (which of the two would frame the body?), 413 over ``limit``."""
+    lengths = lengths or []
+    if transfer_encoding is not None:
+        if lengths:
+            return -1, 400, "Content-Length together with Transfer-Encoding"
+        return -1, 411, "Chunked request bodies are not supported"
+    if not lengths:
+        return -1, 411, "no Content-Length"
+    if len(lengths) > 1:
+        return -1, 400, "Content-Length given %d times" % len(lengths)
+    text = lengths[0].strip()
+    if not (text.isdigit() and text.isascii()):
+        return -1, 400, "Invalid Content-Length: %s" % text[:40]
+    size = int(text)
+    if size > limit:
+        return -1, 413, "Request body too large: %d bytes (limit %d)" % (size, limit)
+    return size, 0, ""
 
 
 class Headers:
@@ -30,6 +55,10 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         self._items.append((name, value))
         self._first.setdefault(name.lower(), value)
+
+    def get_all(self, name: str) -> List[str]:
+        key = name.lower()
+        return [v for n, v in self._items if n.lower() == key]
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         return self._first.get(name.lower(), default)
@@ -95,11 +124,14 @@ class LeanRequestMixin:
 
     def _read_headers(self) -> Optional[Headers]:
         headers = Headers()
+        total = 0
         for _ in range(MAX_HEADERS + 1):
             line = self.rfile.readline(MAX_LINE + 1)               # type: ignore[attr-defined]
-            if len(line) > MAX_LINE:
+            total += len(line)
+            if len(line) > MAX_LINE or total > MAX_HEADER_BYTES:
                 self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,  # type: ignore
-                                "Line too long")
+                                "Line too long" if len(line) > MAX_LINE else
+                                "Request header too large")
                 return None
             if line in (b"\r\n", b"\n", b""):
                 return headers

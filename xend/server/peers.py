@@ -225,6 +225,10 @@ class PeerGate:
             return self.refuse(client_address, f"local user {user_name(uid)} (uid {uid}) "
                                f"is not root and not named by {OPTION}")
         if is_loopback(ip) or _is_our_address(request, ip):
+            if _hung_up_silently(request):      # e.g. a probe of whether we listen
+                log.debug("%s: %s hung up before it could be identified", self.listener,
+                          describe(client_address))
+                return False
             return self.refuse(client_address, "a local caller whose socket cannot be found "
                                "in the socket table")
         if self.remote == REFUSE:
@@ -254,6 +258,15 @@ class PeerGate:
     def forget(self, request) -> None:
         with self._lock:
             self._need_certificate.discard(request)
+
+
+def _hung_up_silently(request: socket.socket) -> bool:
+    """The peer closed the connection without sending a byte (nothing to refuse). Peeks
+    at the TCP stream itself, under TLS too (socket.socket.recv, before any handshake)."""
+    try:
+        return socket.socket.recv(request, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (OSError, ValueError):
+        return False
 
 
 def _is_our_address(request: socket.socket, ip: str) -> bool:

@@ -1,6 +1,6 @@
 """Unix-socket hygiene shared by every listener on a unix path.
 
-The directory is made owner-only (0700); the socket is bound under a temporary name,
+A directory xend creates is owner-only (0700); the socket is bound under a temporary name,
 chmod'ed and renamed into place; an existing socket is probed first, so a second xend never
 steals a live xend's socket, and a stale one (nobody answering) is replaced.
 """
@@ -10,6 +10,7 @@ import errno
 import os
 import socket
 import struct
+from typing import Optional, Tuple
 
 
 class SocketInUse(OSError):
@@ -17,12 +18,12 @@ class SocketInUse(OSError):
 
 
 def ensure_private_dir(path: str) -> None:
+    """Create the socket's directory owner-only (0700) when it is missing. An existing one is
+    left as it is: it may be shared (/tmp, /run), and the socket itself is 0600 anyway."""
+    if os.path.isdir(path):
+        return
     os.makedirs(path, 0o700, exist_ok=True)
-    st = os.stat(path)
-    if st.st_uid != os.geteuid():
-        os.chown(path, os.geteuid(), -1)
-    if st.st_mode & 0o777 != 0o700:
-        os.chmod(path, 0o700)
+    os.chmod(path, 0o700)       # makedirs leaves the umask's mark on it
 
 
 def is_live(path: str, timeout: float = 1.0) -> bool:
@@ -79,11 +80,21 @@ def remove_if_ours(path: str, inode: int) -> None:
         pass
 
 
-def peer_description(sock: socket.socket) -> str:
-    """``unix:pid=P,uid=U`` of the peer of a connected AF_UNIX socket (SO_PEERCRED)."""
+def peer_credentials(sock: socket.socket) -> Optional[Tuple[int, int, int]]:
+    """(pid, uid, gid) of the peer of a connected AF_UNIX socket (SO_PEERCRED), or None."""
     try:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, _gid = struct.unpack("3i", creds)
-        return f"unix:pid={pid},uid={uid}"
     except OSError:
-        return "unix"
+        return None
+    return struct.unpack("3i", creds)
+
+
+def peer_pid(sock: socket.socket) -> Optional[int]:
+    creds = peer_credentials(sock)
+    return creds[0] if creds else None
+
+
+def peer_description(sock: socket.socket) -> str:
+    """``unix:pid=P,uid=U`` of the peer of a connected AF_UNIX socket (SO_PEERCRED)."""
+    creds = peer_credentials(sock)
+    return f"unix:pid={creds[0]},uid={creds[1]}" if creds else "unix"

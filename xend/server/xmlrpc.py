@@ -12,21 +12,29 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 from typing import Any, Callable, Dict, Optional
 from xmlrpc.client import Binary, Fault, gzip_encode
 from xmlrpc.server import SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
 
 from xend import errors
 from xend.server import unixsock
-from xend.server.lean_http import LeanRequestMixin
+from xend.server.deadline import RequestDeadlineMixin
+from xend.server.lean_http import LeanRequestMixin, body_length
 from xend.server.peers import PeerCheckMixin, PeerGate, tls_server_context
 
 log = logging.getLogger("xend.XMLRPCServer")
 
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
-MAX_BODY = 16 * 1024 * 1024     # a domain config is a few KiB; refuse absurd bodies
+#: bytes of one request body (else 413). A real domain config is 1-3 KiB of SXP; one with 256
+#: disks and 64 network interfaces is 180 KiB as an XML-RPC call.
+MAX_BODY = 1024 * 1024
+MAX_DEPTH = 100                 # nesting of a call's arguments (a domain config: under 10)
 MAX_CONNECTIONS = 64            # concurrent connections served at once
+MAX_PER_PEER_TCP = 16           # of them from one address (TCP); see BoundedThreadingMixIn
+UNIX_RESERVED = 8               # slots of a unix socket one process cannot take
 CONNECTION_TIMEOUT = 30         # idle keep-alive / slow or silent client (seconds)
+REFUSAL_LOG_INTERVAL = 10.0     # seconds between two "too many connections" lines
 TLS_HANDSHAKE_TIMEOUT = 10
 
 
@@ -64,6 +72,20 @@ def xml_safe(text: str) -> str:
     return _XML_INVALID.sub(lambda m: repr(m.group())[1:-1], text)
 
 
+def nesting(value: Any) -> int:
+    """How deeply lists and dicts nest in ``value`` (without recursion: the value comes from
+    a client)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (list, tuple, dict)):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                return depth
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 class XendDispatcher(SimpleXMLRPCDispatcher):
     """Dispatches exactly the names of the method table; nothing found by ``dir()``."""
 
@@ -79,6 +101,10 @@ class XendDispatcher(SimpleXMLRPCDispatcher):
         fn = self.funcs.get(method)
         if fn is None:
             raise Fault(errors.ERROR_INTERNAL, f'method "{method}" is not supported')
+        if nesting(params) > MAX_DEPTH:
+            log.info("Refused a call of %s: its arguments are nested more than %d deep",
+                     method, MAX_DEPTH)
+            raise Fault(errors.ERROR_INTERNAL, f"arguments nested more than {MAX_DEPTH} deep")
         try:
             result = fn(*params)
         except errors.XendInvalidDomain as e:
@@ -95,19 +121,17 @@ class XendDispatcher(SimpleXMLRPCDispatcher):
         return quirk_string(to_wire(result))
 
 
-class XendRequestHandler(LeanRequestMixin, SimpleXMLRPCRequestHandler):
+class XendRequestHandler(RequestDeadlineMixin, LeanRequestMixin, SimpleXMLRPCRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive, as the original
     rpc_paths = ()                  # the original accepted any path
     timeout = CONNECTION_TIMEOUT
 
     def do_POST(self) -> None:
-        length = self.headers.get("content-length")
-        try:
-            size = int(length) if length is not None else -1
-        except ValueError:
-            size = -1
-        if size < 0 or size > MAX_BODY:
-            self.send_response(411 if size < 0 else 413)
+        size, status, why = body_length(self.headers.get_all("Content-Length"),
+                                        self.headers.get("Transfer-Encoding"), MAX_BODY)
+        if status:
+            log.info("Refused a request from %s: %s", self.address_string(), why)
+            self.send_response(status)
             self.send_header("Content-length", "0")
             self.send_header("Connection", "close")
             self.end_headers()
@@ -117,6 +141,7 @@ class XendRequestHandler(LeanRequestMixin, SimpleXMLRPCRequestHandler):
         if len(data) < size:
             self.close_connection = True    # the client went away mid-body
             return
+        self.request_read()
         data = self.decode_request_content(data)
         if data is None:
             return                          # the error has been sent
@@ -145,27 +170,71 @@ class UnixRequestHandler(XendRequestHandler):
 
 
 class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
-    """A thread per connection, at most ``max_connections`` at once; more are closed."""
+    """A thread per connection, at most ``max_connections`` at once, and at most
+    ``max_per_peer`` of them from one peer (``peer_key``: the address on TCP), so that one
+    peer cannot take every slot; more are closed at once (logged, at most every
+    REFUSAL_LOG_INTERVAL seconds)."""
 
     daemon_threads = True
     block_on_close = False
     max_connections = MAX_CONNECTIONS
+    max_per_peer: Optional[int] = MAX_PER_PEER_TCP
 
     def _slots(self) -> threading.BoundedSemaphore:
         if not hasattr(self, "_slot_sem"):
             self._slot_sem = threading.BoundedSemaphore(self.max_connections)
+            self._peer_lock = threading.Lock()
+            self._per_peer: Dict[Any, int] = {}
+            self._peer_of: Dict[Any, Any] = {}     # request -> its peer_key
+            self._refusals = (0.0, 0)       # (when last logged, refused since)
         return self._slot_sem
 
+    def peer_key(self, request, client_address) -> Any:
+        return client_address[0] if isinstance(client_address, tuple) and client_address \
+            else None
+
     def process_request(self, request, client_address) -> None:
-        if not self._slots().acquire(blocking=False):
-            log.warning("Too many connections; refusing one from %r", client_address)
-            self.shutdown_request(request)
-            return
+        slots = self._slots()
+        key = self.peer_key(request, client_address)
+        with self._peer_lock:
+            mine = self._per_peer.get(key, 0)
+            if self.max_per_peer is not None and mine >= self.max_per_peer:
+                self._refused(client_address, f"{mine} connections from that peer already")
+                self.shutdown_request(request)
+                return
+            if not slots.acquire(blocking=False):
+                self._refused(client_address, f"all {self.max_connections} slots taken")
+                self.shutdown_request(request)
+                return
+            self._per_peer[key] = mine + 1
+            self._peer_of[request] = key
         try:
             super().process_request(request, client_address)
         except Exception:
-            self._slots().release()
+            self._release(request)
             raise
+
+    def _release(self, request) -> None:
+        with self._peer_lock:
+            key = self._peer_of.pop(request, None)
+            left = self._per_peer.get(key, 1) - 1
+            if left > 0:
+                self._per_peer[key] = left
+            else:
+                self._per_peer.pop(key, None)
+        self._slots().release()
+
+    def _refused(self, client_address, why: str) -> None:
+        """Caller holds _peer_lock."""
+        last, count = self._refusals
+        now = time.monotonic()
+        if now - last < REFUSAL_LOG_INTERVAL:
+            self._refusals = (last, count + 1)
+            return
+        more = f" (and {count} more since the last such line)" if count else ""
+        log.warning("Too many connections; refusing one from %r: %s%s", client_address, why,
+                    more)
+        self._refusals = (now, 0)
 
     def process_request_thread(self, request, client_address) -> None:
         try:
@@ -175,7 +244,7 @@ class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
             log.debug("connection from %r dropped: %s", client_address, e)
             self.shutdown_request(request)
         finally:
-            self._slots().release()
+            self._release(request)
 
     def prepare_request(self, request) -> None:
         """Hook run in the connection's own thread (the TLS handshake goes here)."""
@@ -195,7 +264,20 @@ class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
         log.debug("error serving %r", client_address, exc_info=True)
 
 
-class UnixXMLRPCServer(BoundedThreadingMixIn, socketserver.UnixStreamServer):
+class UnixPeersMixin:
+    """For a unix-socket server: a peer is a process (SO_PEERCRED); only root can connect,
+    so one process may take all but UNIX_RESERVED of the slots: a flood from one process
+    never locks xm out."""
+
+    @property
+    def max_per_peer(self) -> int:                  # type: ignore[override]
+        return max(1, self.max_connections - UNIX_RESERVED)
+
+    def peer_key(self, request, client_address) -> Any:
+        return unixsock.peer_pid(request)
+
+
+class UnixXMLRPCServer(UnixPeersMixin, BoundedThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, sock: socket.socket, dispatcher: XendDispatcher):
         socketserver.BaseServer.__init__(self, "", UnixRequestHandler)
         self.socket = sock
