@@ -324,8 +324,8 @@ def test_hosts_of_an_entry_refuse_other_peers(tmp_path):
 @pytest.mark.timeout(90)
 def test_reload_moves_a_tcp_listener_and_keeps_unix_sessions(host):
     s = host.session()
-    old = host.port
-    new = old + 1 if old < 65000 else old - 1
+    from tests.daemon_helpers import free_port
+    old, new = host.port, free_port()
     host.extra = f"(xen-api-server ((unix) ({new} none)))"
     host.write_config(host.extra)
     r = host.xend("reload")
@@ -386,7 +386,8 @@ def test_a_non_root_local_user_on_the_tcp_port_is_refused(tmp_path):
     from tests.tls_helpers import self_signed
     key, cert = self_signed(tmp_path, "localhost")
     h = XenAPIHost(tmp_path / "x", entries=None, tcp=False)
-    tls_port = h.port + 1 if h.port < 65000 else h.port - 1
+    from tests.daemon_helpers import free_port
+    tls_port = free_port()
     h.extra = (f"(xen-api-server ((unix) (127.0.0.1:{h.port} none) "
                f"(127.0.0.1:{tls_port} none '' {key} {cert})))")
     h.write_config(h.extra)

@@ -335,15 +335,15 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
     def update_config(self, dom: Any, change) -> None:
         """Replace the configuration of a domain by ``change(config)``, checked as a new
         configuration is (XendConfigError/VmError, nothing changed); it takes effect at the
-        next start, and a managed domain's stored config is saved. Name and uuid stay (a
+        next start; a managed domain's config is stored first (a store that cannot take it
+        fails the change, XendError). Name and uuid stay (a
         rename is ``domain_setName``)."""
         d = self._get(dom)
         with d.lock:
             old = d.config
             new = cfgmod.parse_config(cfgmod.config_sxp(change(old)), self._host_cpus())
-            new = new.replace(name=old.name, uuid=old.uuid)
-            d.set_config(new)
-        self._save_managed(d)
+            with self._persisting(d, new.replace(name=old.name, uuid=old.uuid)):
+                pass                    # nothing live: the new config is for the next start
 
     # -- create and destroy -----------------------------------------------------------------------
     def domain_create(self, config: Any) -> list:
