@@ -251,6 +251,8 @@ class TCPRelocationServer(RelocationServerMixin, socketserver.TCPServer):
 class UnixRelocationServer(UnixPeersMixin, RelocationServerMixin, socketserver.UnixStreamServer):
     """The local relocation socket: no hosts-allow (the socket directory is private)."""
 
+    max_connections = MAX_CONNECTIONS
+
     def __init__(self, sock: socket.socket, receiver: Receiver):
         self.init_relocation(receiver)
         socketserver.BaseServer.__init__(self, "", RelocationHandler)

@@ -19,6 +19,12 @@ every process of the machine, so each TCP listener asks this module about every 
 Every refusal is logged, with the listener, the peer's address and, for a local caller, its
 uid and user name. ``PeerGate`` is what a server holds (``PeerCheckMixin`` puts it in the
 server's ``verify_request``); ``peer_uid`` and ``AllowedUsers`` are the pieces it is made of.
+A new TCP listener takes part like this::
+
+    class MyTCPServer(PeerCheckMixin, socketserver.ThreadingTCPServer): ...
+    server.peer_gate = PeerGate.from_options("MyServer-tcp", REFUSE, lambda: node.opts)
+    # a TLS one: context from tls_server_context(cert, key, ca), remote=CERTIFICATE if ca,
+    # and after the handshake: if not server.peer_gate.admit_tls(sock, addr): close it
 """
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 MAX_BODY = 1024 * 1024
 MAX_DEPTH = 100                 # nesting of a call's arguments (a domain config: under 10)
 MAX_CONNECTIONS = 64            # concurrent connections served at once
-MAX_PER_PEER_TCP = 16           # of them from one address (TCP); see BoundedThreadingMixIn
+MAX_PER_PEER_TCP = MAX_CONNECTIONS // 2     # of them from one address (TCP)
+UNIX_MAX_CONNECTIONS = 128      # a unix socket (root only) serves more at once
 UNIX_RESERVED = 8               # slots of a unix socket one process cannot take
 CONNECTION_TIMEOUT = 30         # idle keep-alive / slow or silent client (seconds)
 REFUSAL_LOG_INTERVAL = 10.0     # seconds between two "too many connections" lines
@@ -266,8 +267,10 @@ class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
 
 class UnixPeersMixin:
     """For a unix-socket server: a peer is a process (SO_PEERCRED); only root can connect,
-    so one process may take all but UNIX_RESERVED of the slots: a flood from one process
-    never locks xm out."""
+    so one process may take all but UNIX_RESERVED of the slots (a busy multi-threaded client
+    is served), and a flood from one process never locks xm out."""
+
+    max_connections = UNIX_MAX_CONNECTIONS
 
     @property
     def max_per_peer(self) -> int:                  # type: ignore[override]
