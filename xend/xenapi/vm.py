@@ -34,6 +34,7 @@ from .errors import (OPERATION_NOT_ALLOWED, SECURITY_ERROR, XenAPIError, bad_pow
 from .objects import ApiClass, Call, Record
 
 CLEAN_WAIT = 60.0       # seconds clean_shutdown / clean_reboot wait for the guest
+PRESERVE_GRACE = 2.0    # seconds a shut-down Xen domain may stay before it counts as kept
 STATE_NAMES = {HALTED: "Halted", PAUSED: "Paused", RUNNING: "Running",
                SUSPENDED: "Suspended", CRASHED: "Crashed"}
 
@@ -117,8 +118,18 @@ class VM(ApiClass):
     def clean_shutdown(self, call: Call, vm: Any) -> None:
         v = self._expect(vm, RUNNING, PAUSED)
         self._act(v, self.api.registry.domain_shutdown, "poweroff")
-        self._wait(v, lambda now: now is None or now.domid != v.domid
-                   or now.state not in (RUNNING, PAUSED))
+        # done when xend has handled the guest's shutdown (its Xen domain is gone, or it
+        # restarted); a dead domain kept on purpose (preserve) stays: a short grace for it
+        halted_at: List[float] = []
+
+        def done(now) -> bool:
+            if now is None or now.domid != v.domid:
+                return True
+            if now.state in (RUNNING, PAUSED):
+                return False
+            halted_at[:1] = halted_at[:1] or [time.monotonic()]
+            return time.monotonic() - halted_at[0] > PRESERVE_GRACE
+        self._wait(v, done)
 
     def clean_reboot(self, call: Call, vm: Any) -> None:
         v = self._expect(vm, RUNNING, PAUSED)
