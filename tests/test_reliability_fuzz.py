@@ -479,7 +479,7 @@ def xenapi_endpoints(inst) -> list:
 
 
 @pytest.mark.timeout(120)
-@fuzz(500)
+@fuzz(300)
 @given(st.binary(max_size=600), st.booleans())
 def test_xenapi_random_bytes(healthy, data, tcp):
     reply = exchange(xenapi_endpoints(healthy)[tcp], data)
@@ -494,7 +494,7 @@ XENAPI_METHODS = st.sampled_from(["session.login_with_password", "VM.get_all_rec
 
 
 @pytest.mark.timeout(120)
-@fuzz(600)
+@fuzz(400)
 @given(XENAPI_METHODS, st.lists(st.one_of(st.integers(-2 ** 31, 2 ** 31 - 1),
                                           st.text(max_size=8), st.booleans()), max_size=3),
        st.integers(0, 3), st.binary(max_size=8), st.booleans())
@@ -517,7 +517,7 @@ def xenapi_method_names(inst) -> list:
 
 
 @pytest.mark.timeout(180)
-@fuzz(1000)
+@fuzz(700)
 @given(data=st.data())
 def test_xenapi_wrong_arguments_to_real_methods(healthy, data):
     """Every Xen-API name with random arguments (a valid session first, or none): a Status
