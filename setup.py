@@ -36,6 +36,8 @@ setup(
         "sexpdata==1.0.2",
         "python-daemon==3.1.2",
         "lockfile==0.12.2",
+        # PAM for the Xen-API's pam listeners: ctypes, no compiler, Python 3.9+
+        "pamela==1.2.0",
     ],
     extras_require={
         # pytest 9 and hypothesis after 6.141 need Python 3.10: 3.9 gets the last that run on it.
@@ -45,6 +47,7 @@ setup(
             "pytest-timeout==2.4.0",
             'hypothesis==6.155.2; python_version >= "3.10"',
             'hypothesis==6.141.1; python_version < "3.10"',
+            "XenAPI==26.21.1",
         ],
     },
     entry_points={

@@ -1,7 +1,8 @@
 """Run every benchmark and print one table: each figure beside its anchor, measured in the same
 run, and the ratio between them.
 
-    python3 -m bench [--runs 10] [--only startup xm_list rss create_destroy xmlrpc migrate]
+    python3 -m bench [--runs 10] [--only startup xm_list rss create_destroy xmlrpc migrate
+                                       xenapi]
                      [--migrate-size-mib 1024] [--seconds 3] [--output FILE]
     bench/run ...    (the same)
 
@@ -26,7 +27,7 @@ from bench import common  # noqa: E402
 from bench.common import Fleet, LibvirtTestDomains, Row  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ALL = ("startup", "xm_list", "rss", "create_destroy", "xmlrpc", "migrate")
+ALL = ("startup", "xm_list", "rss", "create_destroy", "xmlrpc", "migrate", "xenapi")
 
 
 def log(msg: str) -> None:
@@ -140,8 +141,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         from bench import startup
         log("startup")
         rows += startup.run(a.runs)
-    if "xm_list" in a.only or "rss" in a.only:
-        from bench import rss, xm_list
+    if "xm_list" in a.only or "rss" in a.only or "xenapi" in a.only:
+        from bench import rss, xenapi_calls, xm_list
         fleet = Fleet()
         lv = LibvirtTestDomains(fleet.tmp) if common.libvirtd_running() else None
         try:
@@ -149,6 +150,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             if "rss" in a.only:
                 log("rss, 1 domain")
                 rows += rss.measure_at(fleet, lv, 1)
+            if "xenapi" in a.only:
+                log("Xen-API VM.get_all_records, 1 VM")
+                rows += xenapi_calls.measure_at(fleet, 1, a.seconds)
             if "xm_list" in a.only:
                 for n in a.counts:
                     log(f"xm list, {n} domains")
@@ -156,6 +160,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             if "rss" in a.only:
                 log(f"rss, {big} domains")
                 rows += rss.measure_at(fleet, lv, big)
+            if "xenapi" in a.only:
+                log(f"Xen-API VM.get_all_records, {big} VMs")
+                rows += xenapi_calls.measure_at(fleet, big, a.seconds)
         finally:
             if lv is not None:
                 lv.close()

@@ -15,3 +15,16 @@ def shared_fixtures() -> Path:
     if not SHARED_FIXTURES.is_dir():
         pytest.skip(f"shared fixtures not found at {SHARED_FIXTURES}")
     return SHARED_FIXTURES
+
+
+@pytest.fixture
+def xenapi_host(tmp_path):
+    """A started xend with the Xen-API on a unix socket and a TCP port (tests.xenapi_helpers)."""
+    from tests.xenapi_helpers import XenAPIHost
+
+    h = XenAPIHost(tmp_path / "x")
+    h.start()
+    try:
+        yield h
+    finally:
+        h.cleanup()

@@ -78,6 +78,7 @@ class XendInstance:
             "logfile": self.root / "log" / "xend.log",
             "xend-debug-logfile": self.root / "log" / "xend-debug.log",
             "xend-unix-xmlrpc-path": self.root / "run" / "xmlrpc.sock",
+            "xen-api-unix-path": self.root / "run" / "xen-api.sock",
             "xend-unix-path": self.root / "lib" / "xend-socket",
             "xend-relocation-unix-path": self.root / "lib" / "relocation-socket",
             "xend-domains-path": self.root / "lib" / "domains",

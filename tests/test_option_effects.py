@@ -454,7 +454,7 @@ def test_state_storage_and_security_dirs_are_created_0700(tmp_path, instances):
 
 
 # -- settings this xend has no subsystem for -----------------------------------------------------
-UNSUPPORTED = ("(xen-api-server ((9363 none) (unix)))\n(xsm_module_name flask)\n"
+UNSUPPORTED = ("(xsm_module_name flask)\n"
                "(xend-udev-event-server yes)\n(resource-label-change-script relabel)\n"
                "(pscsi-device-mask ('16:0:0:0'))\n")
 
@@ -465,8 +465,7 @@ def test_unsupported_settings_are_reported_at_start_and_by_check_config(tmp_path
     log = xend_log(inst)
     cc = inst.xend("check-config")
     assert cc.returncode == 0
-    for name, why in (("xen-api-server", "it has no Xen-API server"),
-                      ("xsm_module_name", "flask is not supported"),
+    for name, why in (("xsm_module_name", "flask is not supported"),
                       ("xend-udev-event-server", "does not listen to udev events"),
                       ("resource-label-change-script", "is never run by this xend"),
                       ("pscsi-device-mask", "has no effect in this xend")):
@@ -474,7 +473,6 @@ def test_unsupported_settings_are_reported_at_start_and_by_check_config(tmp_path
                                                           re.escape(name), re.escape(why)))
         assert re.search(r"WARNING .*" + pattern.pattern, log), name
         assert pattern.search(cc.stderr), name
-    assert not (inst.paths["xend-unix-xmlrpc-path"].parent / "xen-api.sock").exists()
 
 
 @pytest.mark.timeout(60)
@@ -490,16 +488,15 @@ def test_unsupported_only_for_values_written():
     quiet = parse_options("(xsm_module_name dummy)\n(xend-udev-event-server no)\n"
                           "(xen-api-server ())\n(resource-label-change-script '')\n", "f")
     assert quiet.unsupported == [] and quiet.warnings == []
-    loud = parse_options(UNSUPPORTED + "(xen-api-server ((unix)))\n", "f")
+    loud = parse_options(UNSUPPORTED + "(xsm_module_name acm)\n", "f")
     assert [n.split(": ")[1] for n in loud.unsupported] == [
-        "option xen-api-server", "option xsm_module_name", "option xend-udev-event-server",
+        "option xsm_module_name", "option xend-udev-event-server",
         "option resource-label-change-script", "option pscsi-device-mask"]
-    assert loud.warnings[0].startswith("f:6: option xen-api-server given again")
-    # a written ((unix)) asks for the Xen-API socket: reported too
-    assert parse_options("(xen-api-server ((unix)))", "g").unsupported[0].startswith(
-        "g:1: option xen-api-server: ((unix)) is not supported")
+    assert loud.warnings[0].startswith("f:5: option xsm_module_name given again")
+    # the Xen-API is served: a written value is no longer reported
+    assert parse_options("(xen-api-server ((unix) (9363 pam)))", "g").unsupported == []
     text = render_check_config(loud, show_warnings=True)
-    assert "warning: f:2: option xsm_module_name: flask is not supported" in text
+    assert "warning: f:1: option xsm_module_name: flask is not supported" in text
 
 
 def test_every_option_is_used_outside_the_option_table():

@@ -72,6 +72,7 @@ ADDED_DEFAULTS = {
     "xend-pid-file": "/var/run/xend.pid",
     "xend-debug-logfile": "/var/log/xen/xend-debug.log",
     "xend-unix-xmlrpc-path": "/var/run/xend/xmlrpc.sock",
+    "xen-api-unix-path": "/var/run/xend/xen-api.sock",
     "xend-relocation-unix-path": "/var/lib/xend/relocation-socket",
     "xend-relocation-ssl-ca-file": None,
     "xend-tcp-xmlrpc-server-ssl-ca-file": None,
@@ -389,7 +390,8 @@ def test_list_options_refuse_atoms_and_bad_entries(tmp_path):
     text = "(xen-api-server unix)\n(pscsi-device-mask ((a)))\n(xen-api-server ((unix)))\n"
     path = write(tmp_path, text)
     assert problems_of(tmp_path, text) == [
-        f"{path}:1: option xen-api-server: expected list of (...) entries, got unix",
+        f"{path}:1: option xen-api-server: expected list of (WHERE [AUTH [HOSTS [KEY CERT]]]) "
+        "entries, got unix",
         f"{path}:2: option pscsi-device-mask: expected list of strings, got ((a)) "
         "(entry (a) is not a string)"]
 

@@ -1,6 +1,6 @@
 """Hypothesis-driven malformed input: the SXP parser and the options loader in process, then
 every listener of one running xend (XML-RPC on its unix socket, HTTP/SXP on its unix socket,
-the relocation server on loopback TCP).
+the relocation server on loopback TCP, the Xen-API on its unix socket and a TCP port).
 
 Each listener case must be answered or closed (never left hanging); after every batch the
 daemon still answers ``xend.domains_with_state(False, 'all', False)`` with Domain-0 alone, and
@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.daemon_helpers import XendInstance, free_port
+from tests.xenapi_helpers import XenAPIHost
 from xend import options, sxp
 from xend.errors import ConfigError
 
@@ -118,7 +119,7 @@ def test_options_loader_takes_any_file(tmp_path_factory, text):
 def xend(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
     port = free_port()
-    inst = XendInstance(root / "x", extra=(
+    inst = XenAPIHost(root / "x", extra=(
         "(xend-unix-server yes)(xend-relocation-server yes)"
         f"(xend-relocation-address 127.0.0.1)(xend-relocation-port {port})"))
     inst.relocation = ("127.0.0.1", port)
@@ -126,12 +127,12 @@ def xend(tmp_path_factory):
     try:
         pid = inst.pid()
         inst.proxy().xend.domains_with_state(False, "all", False)
+        inst.xenapi_session = inst.session().handle
         inst.baseline = threads_rss(pid)
         yield inst
         check_healthy(inst)
     finally:
-        inst.stop()
-        inst.kill()
+        inst.cleanup()
 
 
 @pytest.fixture
@@ -472,12 +473,98 @@ def test_relocation_batch_left_it_healthy(xend):
     assert reply.startswith(b"(ok"), reply
 
 
+# -- the Xen-API (unix socket and TCP port) ---------------------------------------------------
+def xenapi_endpoints(inst) -> list:
+    return [str(inst.xenapi_path), ("127.0.0.1", inst.port)]
+
+
+@pytest.mark.timeout(120)
+@fuzz(300)
+@given(st.binary(max_size=600), st.booleans())
+def test_xenapi_random_bytes(healthy, data, tcp):
+    reply = exchange(xenapi_endpoints(healthy)[tcp], data)
+    if reply:
+        assert reply.startswith(b"HTTP/1.") or reply.startswith(b"<!DOCTYPE"), reply[:100]
+
+
+XENAPI_METHODS = st.sampled_from(["session.login_with_password", "VM.get_all_records",
+                                  "VM.get_record", "VM.start", "host.get_record", "event.register",
+                                  "Async.VM.pause", "VBD.create", "task.get_record", "nonexistent",
+                                  "VM.", ".get_all", "xend.domains", ""])
+
+
+@pytest.mark.timeout(120)
+@fuzz(400)
+@given(XENAPI_METHODS, st.lists(st.one_of(st.integers(-2 ** 31, 2 ** 31 - 1),
+                                          st.text(max_size=8), st.booleans()), max_size=3),
+       st.integers(0, 3), st.binary(max_size=8), st.booleans())
+def test_xenapi_malformed_bodies(healthy, method, params, cut, junk, tcp):
+    body = bytearray(xmlrpc.client.dumps(tuple(params), method).encode())
+    if cut:
+        i = len(body) * cut // 4
+        body[i:i] = junk
+    reply = exchange(xenapi_endpoints(healthy)[tcp], post(bytes(body)))
+    assert http_status(reply) in (0, 200, 400, 411, 413, 500, 501), reply[:300]
+
+
+#: calls that would leave something behind (a VM, a disk, a network), or wait
+_XENAPI_UNSAFE = (".create", "event.next", "session.logout")
+
+
+def xenapi_method_names(inst) -> list:
+    names = getattr(inst.raw(), "host.list_methods")(inst.xenapi_session)["Value"]
+    return sorted(n for n in names if not any(n.endswith(u) or n == u for u in _XENAPI_UNSAFE))
+
+
+@pytest.mark.timeout(180)
+@fuzz(700)
+@given(data=st.data())
+def test_xenapi_wrong_arguments_to_real_methods(healthy, data):
+    """Every Xen-API name with random arguments (a valid session first, or none): a Status
+    struct every time, never a fault, never a hang."""
+    xend = healthy
+    if not hasattr(xend, "xenapi_methods"):
+        xend.xenapi_methods = xenapi_method_names(xend)
+    method = data.draw(st.sampled_from(xend.xenapi_methods))
+    args = data.draw(st.lists(XMLRPC_VALUES.filter(harmless), max_size=5))
+    if data.draw(st.booleans()):
+        args = [xend.xenapi_session] + args
+    try:
+        body = xmlrpc.client.dumps(tuple(args), method, allow_none=True).encode()
+    except OverflowError:
+        return
+    reply = exchange(xenapi_endpoints(xend)[data.draw(st.booleans())], post(body))
+    assert http_status(reply) == 200, reply[:300]
+    payload = reply.split(b"\r\n\r\n", 1)[1]
+    try:
+        xmlrpc.client.loads(body)
+    except Exception:  # noqa: BLE001 - not well-formed (XML 1.0 has no ESC): a fault is right
+        with pytest.raises(xmlrpc.client.Fault):
+            xmlrpc.client.loads(payload)
+        return
+    (result,), _ = xmlrpc.client.loads(payload, use_builtin_types=True)
+    assert isinstance(result, dict) and result.get("Status") in ("Success", "Failure"), result
+    if result["Status"] == "Failure":
+        desc = result["ErrorDescription"]
+        assert desc and all(isinstance(d, str) for d in desc), desc
+        assert desc[0] != "INTERNAL_ERROR" or "Traceback" not in desc[-1], desc
+
+
+def test_xenapi_batch_left_it_healthy(xend):
+    check_healthy(xend)
+    s = xend.session()
+    assert s.xenapi.VM.get_all() == ["00000000-0000-0000-0000-000000000000"]
+    assert xend.tcp_session().xenapi.host.get_all()
+
+
 def test_listeners_still_bound(xend):
     """Every listener is still there after the whole module's hostile input."""
-    for path in (xend.paths["xend-unix-xmlrpc-path"], xend.paths["xend-unix-path"]):
+    for path in (xend.paths["xend-unix-xmlrpc-path"], xend.paths["xend-unix-path"],
+                 xend.xenapi_path):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(str(path))
         s.close()
-    s = socket.create_connection(xend.relocation, timeout=5)
-    s.close()
+    for endpoint in (xend.relocation, ("127.0.0.1", xend.port)):
+        s = socket.create_connection(endpoint, timeout=5)
+        s.close()
     assert xend.answering()

@@ -9,6 +9,7 @@ import logging
 import os
 from typing import Any, List, Mapping, Optional
 
+from xend.nodeinfo import INFO_KEYS
 from xend.server.listeners import Listeners
 
 log = logging.getLogger("xend.XendNode")
@@ -26,6 +27,15 @@ class Node:
         self.hypervisor = None
         self.domains = None
         self.listeners = Listeners(self._listener_specs)
+        self._xenapi = None
+
+    def xenapi_service(self):
+        """The Xen-API (sessions, events, tasks over ``domains``), made on first use; it
+        outlives a reload of its listeners."""
+        if self._xenapi is None:
+            from xend.xenapi.service import XenAPIService
+            self._xenapi = XenAPIService(self)
+        return self._xenapi
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -115,26 +125,27 @@ class Node:
         ver = hv.version()
         uname = os.uname()
         mib = 1024
-        pairs = [
-            ["system", uname.sysname], ["host", uname.nodename], ["release", uname.release],
-            ["version", uname.version], ["machine", uname.machine],
-            ["nr_cpus", phys.nr_cpus], ["nr_nodes", phys.nr_nodes],
-            ["cores_per_socket", phys.cores_per_socket],
-            ["threads_per_core", phys.threads_per_core],
-            ["cpu_mhz", phys.cpu_khz // 1000], ["hw_caps", phys.hw_caps],
-            ["virt_caps", phys.virt_caps],
-            ["total_memory", phys.total_kib // mib], ["free_memory", phys.free_kib // mib],
-            ["free_cpus", 0],
-            ["xen_major", ver.major], ["xen_minor", ver.minor], ["xen_extra", ver.extra],
-            ["xen_caps", ver.capabilities], ["xen_scheduler", ver.scheduler],
-            ["xen_pagesize", ver.pagesize], ["platform_params", ver.platform_params],
-            ["xen_changeset", ver.changeset], ["xen_commandline", ver.commandline],
-            ["cc_compiler", ver.cc_compiler], ["cc_compile_by", ver.cc_compile_by],
-            ["cc_compile_domain", ver.cc_compile_domain],
-            ["cc_compile_date", ver.cc_compile_date],
-            ["xend_config_format", XEND_CONFIG_FORMAT],
-            ["xend_hypervisor_backend", hv.name],
-        ]
+        values = {
+            "system": uname.sysname, "host": uname.nodename, "release": uname.release,
+            "version": uname.version, "machine": uname.machine,
+            "nr_cpus": phys.nr_cpus, "nr_nodes": phys.nr_nodes,
+            "cores_per_socket": phys.cores_per_socket,
+            "threads_per_core": phys.threads_per_core,
+            "cpu_mhz": phys.cpu_khz // 1000, "hw_caps": phys.hw_caps,
+            "virt_caps": phys.virt_caps,
+            "total_memory": phys.total_kib // mib, "free_memory": phys.free_kib // mib,
+            "free_cpus": 0,
+            "xen_major": ver.major, "xen_minor": ver.minor, "xen_extra": ver.extra,
+            "xen_caps": ver.capabilities, "xen_scheduler": ver.scheduler,
+            "xen_pagesize": ver.pagesize, "platform_params": ver.platform_params,
+            "xen_changeset": ver.changeset, "xen_commandline": ver.commandline,
+            "cc_compiler": ver.cc_compiler, "cc_compile_by": ver.cc_compile_by,
+            "cc_compile_domain": ver.cc_compile_domain,
+            "cc_compile_date": ver.cc_compile_date,
+            "xend_config_format": XEND_CONFIG_FORMAT,
+            "xend_hypervisor_backend": hv.name,
+        }
+        pairs = [[key, values[key]] for key in INFO_KEYS]
         return pairs
 
     def log_text(self) -> str:

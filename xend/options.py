@@ -34,7 +34,7 @@ Decisions (see also the shipped file's comments):
   ``/etc/xen/``). Defaults are not checked at load: the subsystem using one reports it.
 * ``total_available_memory`` is 0 whenever ``enable-dom0-ballooning`` is off (the original
   forced it too); a non-zero value in the file then gives a warning.
-* Every option has an effect. Where this xend has no such subsystem (Xen-API, XSM, udev
+* Every option has an effect. Where this xend has no such subsystem (XSM, udev
   events, resource labels, SCSI scanning) the effect is an honest report: a value written in
   the file is listed in ``opts.unsupported``, which the daemon logs at start and
   ``xend check-config`` prints, saying why it does nothing. Defaults are never reported.
@@ -244,6 +244,24 @@ class SxpList(Kind):
         return copy.deepcopy(raw)
 
 
+class XenApiServers(SxpList):
+    """``xen-api-server``: a list of ``(WHERE [AUTH [HOSTS [KEY CERT]]])`` entries, each
+    checked at load (``xend.xenapi.config``); the typed value is the list as written."""
+
+    def __init__(self) -> None:
+        super().__init__("lists")
+        self.label = "list of (WHERE [AUTH [HOSTS [KEY CERT]]]) entries"
+
+    def convert(self, raw: Any, ctx: _Context) -> list:
+        value = super().convert(raw, ctx)
+        from xend.xenapi.config import parse_entries
+        try:
+            parse_entries(value)
+        except ValueError as e:
+            raise Invalid(str(e)) from None
+        return value
+
+
 class Regexes(Kind):
     """Space-separated regular expressions; the typed value is the string itself."""
 
@@ -341,14 +359,6 @@ def _xsm_unsupported(value: str) -> Optional[str]:
             "labels of domains are kept in their configuration but never checked")
 
 
-def _xen_api_unsupported(value: list) -> Optional[str]:
-    if not value:
-        return None
-    return (f"{sxp.to_string(value)} is not supported by this xend: it has no Xen-API server, "
-            "so no Xen-API listener is opened; xm and other legacy clients use the XML-RPC "
-            "interface (xend-unix-xmlrpc-server, xend-tcp-xmlrpc-server)")
-
-
 def _udev_unsupported(value: bool) -> Optional[str]:
     if not value:
         return None
@@ -390,14 +400,16 @@ OPTIONS: Tuple[Option, ...] = (
            "and reported at start (xend.log) and by xend check-config as not supported.",
            unsupported=_xsm_unsupported),
     # ---- listeners
-    Option("xen-api-server", SxpList("lists"), [["unix"]],
-           "Xen-API listeners, one (WHERE [AUTH [HOSTS [KEY CERT]]]) entry each. WHERE is unix, a "
-           "TCP port or ADDRESS:PORT; AUTH is none or pam (the default); HOSTS is a list of "
-           "regular expressions for the peers allowed ('' = any); KEY and CERT turn on SSL. "
-           "This xend has no Xen-API server: a value written in the file (other than the "
-           "empty list) is reported at start (xend.log) and by xend check-config as not "
-           "supported; the default stays quiet.",
-           unsupported=_xen_api_unsupported),
+    Option("xen-api-server", XenApiServers(), [["unix"]],
+           "Xen-API listeners, one (WHERE [AUTH [HOSTS [KEY CERT]]]) entry each. WHERE is unix "
+           "(the socket xen-api-unix-path), a TCP port (every interface) or ADDRESS:PORT; AUTH "
+           "is none (the default, as in the original's code) or pam (user names and passwords "
+           "checked by the PAM service login); HOSTS is a space-separated list of patterns for "
+           "the peers allowed, as in xend-relocation-hosts-allow ('' = any); KEY and CERT, "
+           "both given, make a TCP listener speak HTTPS only. A caller on this host is "
+           "identified by its uid as on the other TCP listeners; a caller from another host "
+           "is served by a pam listener, or by a none listener that names HOSTS. () = no "
+           "Xen-API listener."),
     Option("xend-http-server", BOOL, False,
            "Serve the legacy HTTP/SXP interface on TCP (xend-address, xend-port)."),
     Option("xend-unix-server", BOOL, False,
@@ -545,8 +557,9 @@ OPTIONS: Tuple[Option, ...] = (
     Option("xend-domains-path", PATH, "/var/lib/xend/domains",
            "Directory of the configurations of managed domains (xm new)."),
     Option("xend-state-path", PATH, "/var/lib/xend/state",
-           "Directory where the Xen-API objects are kept; here, the state of migrations in "
-           "progress. Created (mode 0700) when xend starts."),
+           "Directory where the Xen-API objects are kept (the host's name and other_config, "
+           "networks and disk images made through the Xen-API: xenapi.json) and the state of "
+           "migrations in progress. Created (mode 0700) when xend starts."),
     Option("xend-storage-path", PATH, "/var/lib/xend/storage",
            "Directory of the QCoW storage repository. Created (mode 0700) when xend starts, "
            "as by the original; this xend keeps nothing in it."),
@@ -583,6 +596,9 @@ OPTIONS: Tuple[Option, ...] = (
            "Where the daemon's standard output and error go.", added=True),
     Option("xend-unix-xmlrpc-path", PATH, "/var/run/xend/xmlrpc.sock",
            "Unix socket of the XML-RPC interface that xm uses.", added=True),
+    Option("xen-api-unix-path", PATH, "/var/run/xend/xen-api.sock",
+           "Unix socket of the Xen-API (the unix entry of xen-api-server); owner-only.",
+           added=True),
     Option("xend-relocation-unix-path", PATH, "/var/lib/xend/relocation-socket",
            "Unix socket for local migrations (open when xend-unix-server is on).", added=True),
     Option("xend-relocation-ssl-ca-file", FILE, None,

@@ -321,6 +321,30 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
                 log.warning("Failed to query SXPR for domain %s", d.name, exc_info=True)
         return out
 
+    # -- for the Xen-API (xend.xenapi): views of the domains and a config change ----------------
+    def snapshot(self) -> List[Tuple[Domain, Any, int]]:
+        """Every domain with its Xen domain's info (None: none) and power state, by name."""
+        return self._snapshot()
+
+    def entry(self, dom: Any) -> Tuple[Domain, Any, int]:
+        """One domain (looked up as ``xend.domain`` does) with its info and power state."""
+        d = self._get(dom)
+        info = d.info()
+        return d, info, power_state(info, self._checkpointed(d))
+
+    def update_config(self, dom: Any, change) -> None:
+        """Replace the configuration of a domain by ``change(config)``, checked as a new
+        configuration is (XendConfigError/VmError, nothing changed); it takes effect at the
+        next start; a managed domain's config is stored first (a store that cannot take it
+        fails the change, XendError). Name and uuid stay (a
+        rename is ``domain_setName``)."""
+        d = self._get(dom)
+        with d.lock:
+            old = d.config
+            new = cfgmod.parse_config(cfgmod.config_sxp(change(old)), self._host_cpus())
+            with self._persisting(d, new.replace(name=old.name, uuid=old.uuid)):
+                pass                    # nothing live: the new config is for the next start
+
     # -- create and destroy -----------------------------------------------------------------------
     def domain_create(self, config: Any) -> list:
         """Create and build a domain from a ``(vm ...)`` config; it is left paused."""

@@ -41,7 +41,15 @@ def listener_specs(opts: Mapping, node) -> List[ListenerSpec]:
 
     specs.extend(http_specs(opts, node))
     specs.extend(relocation_specs(opts, node))
+    specs.extend(xenapi_specs(opts, node))
     return specs
+
+
+def xenapi_specs(opts: Mapping, node) -> List[ListenerSpec]:
+    if not opts["xen-api-server"]:
+        return []
+    from xend.xenapi.servers import xenapi_specs as specs
+    return specs(opts, node)
 
 
 def http_specs(opts: Mapping, node) -> List[ListenerSpec]:

@@ -39,21 +39,33 @@ def uri_from_xend_config(path: str) -> str:
     return "httpu://" + str(opts["xend-unix-xmlrpc-path"])
 
 
-def resolve_uri(config_path: Optional[str] = None,
-                env: Optional[Mapping[str, str]] = None) -> str:
-    """Which server ``xm`` talks to.
+def resolve_server(config_path: Optional[str] = None,
+                   env: Optional[Mapping[str, str]] = None):
+    """Which server ``xm`` talks to, and over which interface (a ``ServerConfig``).
 
-    An explicit ``-c/--config FILE`` flag wins, then ``XM_SERVER``, then the xend config named
-    by ``XEND_CONFIG``, then the default socket.
+    An explicit ``-c/--config FILE`` flag wins, then ``XM_SERVER``, then the server that
+    ``xm-config.xml`` names (``XM_CONFIG_FILE`` moves it; a ``Xen-API`` server makes xm use
+    the Xen-API), then the xend config named by ``XEND_CONFIG``, then the default socket.
     """
+    from xend.xm.serverconfig import LEGACY, ServerConfig, read
+
     env = os.environ if env is None else env
     if config_path:
-        return uri_from_xend_config(config_path)
+        return ServerConfig(LEGACY, uri_from_xend_config(config_path))
     if env.get(ENV_SERVER):
-        return env[ENV_SERVER]
+        return ServerConfig(LEGACY, env[ENV_SERVER])
+    configured = read(env)
+    if configured.xenapi or configured.uri:
+        return configured
     if env.get(ENV_XEND_CONFIG):
-        return uri_from_xend_config(env[ENV_XEND_CONFIG])
-    return DEFAULT_URI
+        return ServerConfig(LEGACY, uri_from_xend_config(env[ENV_XEND_CONFIG]))
+    return ServerConfig(LEGACY, DEFAULT_URI)
+
+
+def resolve_uri(config_path: Optional[str] = None,
+                env: Optional[Mapping[str, str]] = None) -> str:
+    """The URI of the server ``resolve_server`` chooses."""
+    return resolve_server(config_path, env).uri
 
 
 def xend_config_path(config_path: Optional[str] = None,

@@ -27,12 +27,12 @@ COMMANDS = {
                 ("-q", "--quiet", "Quiet"),
                 ("", "--path=PATH", "Search path for configuration scripts (default .:/etc/xen)"),
                 ("-f", "--defconfig=FILE", "Use the given Python configuration script"),
-                ("-F", "--config=FILE", "Use the given domain configuration (SXP)"))),
+                ("-F", "--config=FILE", "Use the given domain configuration (SXP, or Xen-API XML)"))),
     "new": ("lifecycle", "new", "<ConfigFile> [options] [vars]",
             "Adds a domain to Xend domain management.",
             (("-n", "--dryrun", "Print the resulting configuration in SXP; add nothing"),
              ("", "--path=PATH", "Search path for configuration scripts (default .:/etc/xen)"),
-             ("-F", "--config=FILE", "Use the given domain configuration (SXP)"))),
+             ("-F", "--config=FILE", "Use the given domain configuration (SXP, or Xen-API XML)"))),
     "delete": ("lifecycle", "delete", "<DomainName>",
                "Remove a domain from Xend domain management.", ()),
     "destroy": ("lifecycle", "destroy", "<Domain>", "Terminate a domain immediately.", ()),
@@ -116,8 +116,9 @@ USAGE_HEAD = ("Usage: xm <subcommand> [args]\n\n"
               "Control, list, and manipulate Xen guest instances.\n\n")
 USAGE_FOOT = ("<Domain> can either be the Domain Name or Id.\n"
               "Global option before <subcommand>: -c|--config <xend-config.sxp> to reach the "
-              "xend it configures\n(else $XM_SERVER, else $XEND_CONFIG, else "
-              "/var/run/xend/xmlrpc.sock).\n"
+              "xend it configures\n(else $XM_SERVER, else the server of xm-config.xml "
+              "($XM_CONFIG_FILE,\n/etc/xen/xm-config.xml; Xen-API or legacy), else $XEND_CONFIG, "
+              "else /var/run/xend/xmlrpc.sock).\n"
               "For more help on 'xm' see the xm(1) man page.\n"
               "For more help on 'xm create' see the xmdomain.cfg(5) man page.\n")
 
@@ -209,12 +210,16 @@ def main(argv: "Optional[List[str]]" = None) -> int:
 
     from xend.xm.commands import Context
 
-    def uri() -> str:
-        from xend.xm.client import resolve_uri
+    chosen: list = []
 
-        return resolve_uri(config_path)
+    def server():  # type: ignore[no-untyped-def]
+        if not chosen:
+            from xend.xm.client import resolve_server
 
-    ctx = Context(uri, config_path=config_path)
+            chosen.append(resolve_server(config_path))
+        return chosen[0]
+
+    ctx = Context(lambda: server().uri, config_path=config_path, server_config=server)
     return run_command(ctx, name, args)
 
 

@@ -35,8 +35,10 @@ class Context:
 
     def __init__(self, uri: Callable[[], str], config_path: Optional[str] = None,
                  out: Optional[TextIO] = None, err: Optional[TextIO] = None,
-                 stdin: Optional[TextIO] = None, environ: Optional[dict] = None):
+                 stdin: Optional[TextIO] = None, environ: Optional[dict] = None,
+                 server_config: Optional[Callable[[], Any]] = None):
         self._uri = uri
+        self._server_config = server_config
         self.config_path = config_path
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
@@ -56,7 +58,14 @@ class Context:
         return self._server
 
     def new_server(self) -> Any:
-        """A proxy with a connection of its own (progress polling runs beside a long call)."""
+        """A proxy with a connection of its own (progress polling runs beside a long call):
+        the legacy XML-RPC interface, or the Xen-API when xm-config.xml names a Xen-API
+        server (then the same calls are made through it: ``xend.xm.xenapi_proxy``)."""
+        cfg = self._server_config() if self._server_config is not None else None
+        if cfg is not None and cfg.xenapi:
+            from xend.xm.xenapi_proxy import XenAPIProxy
+
+            return XenAPIProxy(cfg, warn=self.warn)
         from xend.xm.client import make_proxy
 
         return make_proxy(self.uri)

@@ -26,9 +26,10 @@ def _config_parser(ctx: Context, command: str) -> Any:
     return p
 
 
-def load_domain_config(ctx: Context, o: Any) -> list:
-    """The ``(vm ...)`` SXP from ``-F`` (an SXP file) or the Python config file and VAR=VALs."""
-    from xend.xm import xmconfig
+def load_domain_configs(ctx: Context, o: Any) -> List[list]:
+    """The ``(vm ...)`` SXPs from ``-F`` (an SXP file, or a Xen-API XML file), a Xen-API XML
+    config file, or the Python config file and VAR=VALs (one config but for XML files)."""
+    from xend.xm import xmconfig, xenapi_xml
 
     assignments = [w for w in o.words if "=" in w]
     names = [w for w in o.words if "=" not in w]
@@ -36,6 +37,22 @@ def load_domain_config(ctx: Context, o: Any) -> list:
         names.insert(0, o.defconfig)
     if len(names) > 1:
         raise UsageError(f"Unexpected argument: {names[1]}")
+    xml_path = None
+    if o.config and xenapi_xml.is_xml(o.config):
+        xml_path = o.config
+    elif not o.config:
+        try:
+            found = xmconfig.find_config(names[0] if names else "xmdefconfig",
+                                         o.path or xmconfig.DEFAULT_PATH)
+        except xmconfig.ConfigFileError:
+            found = None
+        if found is not None and xenapi_xml.is_xml(found):
+            xml_path = found
+    if xml_path is not None:
+        try:
+            return xenapi_xml.load(xml_path)
+        except xenapi_xml.XmlConfigError as e:
+            raise CommandError(str(e)) from None
     if o.config:
         from xend import sxp
 
@@ -47,7 +64,7 @@ def load_domain_config(ctx: Context, o: Any) -> list:
             raise CommandError(str(e)) from None
         if not values or not isinstance(values[0], list):
             raise CommandError(f"No domain configuration in {o.config}")
-        return values[0]
+        return [values[0]]
     try:
         _, config = xmconfig.load(names[0] if names else "xmdefconfig", assignments,
                                   search_path=o.path or xmconfig.DEFAULT_PATH,
@@ -55,21 +72,32 @@ def load_domain_config(ctx: Context, o: Any) -> list:
                                   environ=ctx.environ)
     except xmconfig.ConfigFileError as e:
         raise CommandError(str(e)) from None
-    return config
+    return [config]
 
 
-def _dry_run(ctx: Context, config: list) -> int:
+def _dry_run(ctx: Context, configs: List[list]) -> int:
     from xend import sxp
 
-    ctx.write(sxp.prettyprint(config))
+    for config in configs:
+        ctx.write(sxp.prettyprint(config))
     return 0
 
 
 def create(ctx: Context, args: List[str]) -> int:
     o = parse(_config_parser(ctx, "create"), args)
-    config = load_domain_config(ctx, o)
+    configs = load_domain_configs(ctx, o)
     if o.dryrun:
-        return _dry_run(ctx, config)
+        return _dry_run(ctx, configs)
+    names = [_create_one(ctx, o, config) for config in configs]
+    if o.console_autoconnect:
+        ctx.out.flush()
+        from xend.xm.commands.console import attach
+
+        return attach(ctx, names[-1])
+    return 0
+
+
+def _create_one(ctx: Context, o: Any, config: list) -> str:
     import xmlrpc.client
 
     server = ctx.server
@@ -103,20 +131,16 @@ def create(ctx: Context, args: List[str]) -> int:
             raise CommandError(f"Failed to unpause domain {name}") from None
     if not o.quiet:
         ctx.write(f"Started domain {name} (id={domid_of(dominfo)})\n")
-    if o.console_autoconnect:
-        ctx.out.flush()
-        from xend.xm.commands.console import attach
-
-        return attach(ctx, name)
-    return 0
+    return name
 
 
 def new(ctx: Context, args: List[str]) -> int:
     o = parse(_config_parser(ctx, "new"), args)
-    config = load_domain_config(ctx, o)
+    configs = load_domain_configs(ctx, o)
     if o.dryrun:
-        return _dry_run(ctx, config)
-    ctx.server.xend.domain.new(config)
+        return _dry_run(ctx, configs)
+    for config in configs:
+        ctx.server.xend.domain.new(config)
     return 0
 
 
