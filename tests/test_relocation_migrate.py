@@ -2,6 +2,7 @@
 non-live, TLS, and every failure case, each checked on both hosts afterwards."""
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -73,6 +74,13 @@ def test_migrate_moves_the_domain_and_its_memory(hosts, tmp_path, live):
     assert_moved(a, b)
     assert memory_digest(b.sim_state(), b.domid("g1")) == before
     assert "Migrated domain g1 to 127.0.0.1" in a.log()
+    # a live migration's figures, final pause included, are printed by xm
+    printed = re.search(r"Migrated g1 to 127\.0\.0\.1 \(live\): ([\d.]+) MiB in [\d.]+ s, "
+                        r"final pause ([\d.]+) s", r.stdout)
+    if live:
+        assert printed and float(printed.group(1)) >= 96, r.stdout
+    else:
+        assert printed is None and r.stdout == "", r.stdout
 
 
 @pytest.mark.timeout(180)

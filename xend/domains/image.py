@@ -234,8 +234,11 @@ class PageStream:
     sender that waits for our verdict after its last byte is never waited for (what a sender
     wrote after the image without waiting may be consumed with its last read)."""
 
-    def __init__(self, f: BinaryIO):
+    kind = "pages"
+
+    def __init__(self, f: BinaryIO, magic: bytes = b""):
         self._f = f
+        self._magic = magic             # the section's magic, when the caller read it
         read1 = getattr(f, "read1", None)
         # without read1, a read of more than the next record header could wait for ever
         self._read1 = read1 or (lambda n: _read_exact(f, _PFN.size))
@@ -252,7 +255,7 @@ class PageStream:
     @property
     def nr_pages(self) -> int:
         if self._nr_pages is None:
-            head = _read_exact(self._f, _HEADER.size)
+            head = self._magic + _read_exact(self._f, _HEADER.size - len(self._magic))
             if len(head) != _HEADER.size:
                 raise XendError("not a valid guest state file: memory image truncated")
             magic, page_size, nr_pages = _HEADER.unpack(head)
@@ -352,6 +355,26 @@ def _pfn_table(count: int) -> struct.Struct:
 
 def read_image(fileobj: BinaryIO) -> Tuple[Any, PageStream]:
     """(config SXP, page iterator) of an image. Errors as the original (reference §7.3)."""
+    return read_config(fileobj), PageStream(fileobj)
+
+
+def open_memory_section(fileobj: BinaryIO) -> Any:
+    """The memory section that follows an image's config (``read_config``): pages
+    (PageStream) or a hypervisor's own stream (``native_image.NativeStream``);
+    ``section.kind`` says which. Its magic is read here."""
+    from .native_image import NATIVE_MAGIC, NativeStream
+    magic = _read_exact(fileobj, len(MEMORY_MAGIC))
+    if magic == NATIVE_MAGIC:
+        return NativeStream(fileobj)
+    if magic != MEMORY_MAGIC:
+        raise XendError("not a valid guest state file: memory image truncated"
+                        if len(magic) < len(MEMORY_MAGIC)
+                        else "not a valid guest state file: unknown memory image format")
+    return PageStream(fileobj, magic)
+
+
+def read_config(fileobj: BinaryIO) -> Any:
+    """The config SXP at the start of an image (signature, length, record)."""
     sig = _read_exact(fileobj, len(SIGNATURE))
     if len(sig) != len(SIGNATURE):
         raise XendError("not a valid guest state file: signature read")
@@ -376,4 +399,4 @@ def read_image(fileobj: BinaryIO) -> Tuple[Any, PageStream]:
         raise XendError("not a valid guest state file: config parse error") from None
     if not values:
         raise XendError("not a valid guest state file: config read")
-    return values[0], PageStream(fileobj)
+    return values[0]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from xend import sxp
 from xend.errors import HypervisorError, VmError, XendError
-from xend.hypervisor.base import DOM0_UUID, DomainInfo
+from xend.hypervisor.base import DOM0_UUID, DomainInfo, DomainSpec
 
 from . import buildspec
 from . import config as cfgmod
@@ -23,11 +23,14 @@ log = logging.getLogger("xend.XendDomain")
 
 class LifecycleMixin:
     # -- building -------------------------------------------------------------------------------
-    def _build(self, dom: Domain, paused: bool = True, fresh: bool = True) -> int:
+    def _build(self, dom: Domain, paused: bool = True, fresh: bool = True,
+               make: Optional[Callable[[DomainSpec], int]] = None) -> int:
         """Create the Xen domain of ``dom`` (which has none) from its config: make room
         (ballooning dom0), create, apply vcpus/affinity/scheduler, publish the store entries.
         Left paused unless ``paused`` is false. On failure nothing is left behind.
-        ``fresh``: a new instance (restart count 0), not a restart.
+        ``fresh``: a new instance (restart count 0), not a restart. ``make(spec)`` builds
+        the Xen domain (default ``hypervisor.create_domain``; a restore of a hypervisor's
+        own stream builds it from the stream).
 
         The option defaults for devices and display are filled into the config first (it
         keeps them: the record shows what the domain was built with), after the checks of
@@ -42,13 +45,14 @@ class LifecycleMixin:
         with self._balloon_lock:
             self._balloon(self.hv.memory_needed_kib(spec))
             try:
-                domid = self.hv.create_domain(spec)
+                domid = (make or self.hv.create_domain)(spec)
             except HypervisorError as e:
                 raise VmError("Creating domain failed: name=%s: %s" % (cfg.name, e.message)) \
                     from None
         try:
             dom.restore_vm_entries(kept)
             self._configure_new(dom, domid, fresh)
+            self._republish_twins(dom)
             if not paused:
                 self.hv.unpause(domid)
         except BaseException:
@@ -155,9 +159,23 @@ class LifecycleMixin:
                 dom.handled_domid = None
         self._discard_xen_domain(domid)
         dom.restore_vm_entries(kept)
-        if not keep_vm and not any(d is not dom and d.uuid == dom.uuid and d.domid is not None
-                                   for d in self._all()):
+        if not keep_vm and not self._twins(dom):
             dom.rm_vm()
+        self._republish_twins(dom)
+
+    def _twins(self, dom: Domain) -> list:
+        """Other running domains of ``dom``'s uuid: both ends of a migration to this host."""
+        return [d for d in self._all() if d is not dom and d.uuid == dom.uuid
+                and d.domid is not None]
+
+    def _republish_twins(self, dom: Domain) -> None:
+        """``/vm/<uuid>`` is shared by twins, and libxl clears it when it builds or destroys
+        either: the survivors write theirs again."""
+        for twin in self._twins(dom):
+            try:
+                twin.publish(self.consoles.limit_bytes)
+            except HypervisorError as e:
+                log.warning("Could not write the store entries of %s again: %s", twin.name, e)
 
     def _destroy(self, dom: Domain) -> None:
         """The ``destroy`` action: no Xen domain afterwards; an unmanaged domain is forgotten,

@@ -370,7 +370,9 @@ class OperationsMixin:
 
     # -- migration ------------------------------------------------------------------------------
     def domain_migrate(self, dom: Any, dst_host: Any, live: Any = False, port: Any = 0,
-                       node: Any = -1, ssl: Any = None, chs: Any = False) -> None:
+                       node: Any = -1, ssl: Any = None, chs: Any = False) -> Any:
+        """Migrate; returns the migrator's figures (bytes, seconds, final_pause ...), which
+        the original's xm ignored and ours prints for a live migration."""
         d = self._get(dom)
         if d.is_dom0:
             raise XendError("Cannot migrate privileged domain %s" % dom)
@@ -380,7 +382,7 @@ class OperationsMixin:
             raise XendError("Domain is not a managed domain")
         if self.migrator is None:
             raise XendError("Migration is not available")
-        self.migrator(d, str(dst_host), bool_arg(live), int_arg("port", port),
-                      int_arg("node", node), None if ssl is None else bool_arg(ssl),
-                      bool_arg(chs))
+        return self.migrator(d, str(dst_host), bool_arg(live), int_arg("port", port),
+                             int_arg("node", node), None if ssl is None else bool_arg(ssl),
+                             bool_arg(chs))
 

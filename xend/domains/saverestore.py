@@ -14,12 +14,13 @@ from typing import Any, BinaryIO, Callable, Iterator, Optional, Tuple
 
 from xend.errors import HypervisorError, VMBadState, VmError, XendError, XendInvalidDomain
 from xend.fsutil import fsync_dir
-from xend.hypervisor.base import PAGE_SIZE
+from xend.hypervisor.base import PAGE_SIZE, SHUTDOWN_SUSPEND
 from xend.journal import Journal
 
 from .config import config_sxp
 from .domain import Domain
-from .image import SaveStats, read_image, write_image
+from .image import SaveStats, open_memory_section, read_config, write_image
+from .native_image import restore_native, write_native
 from .operations import bool_arg
 from .states import RUNNING, SUSPENDED
 
@@ -141,19 +142,17 @@ class SaveRestoreMixin:
             if migrating:
                 self._rename_quietly(d, MIGRATING_PREFIX + name)
             op = self.tracker.start(operation, name, d.uuid)
+            writer = write_native if self.hv.image_kind == "stream" else write_image
             try:
-                stats = write_image(self.hv, record, domid, fileobj, live=live,
-                                    progress=op.update, step=step)
+                stats = writer(self.hv, record, domid, fileobj, live=live,
+                               progress=op.update, step=step)
                 if commit is not None:
                     commit()
             except BaseException as e:
                 log.error("Save failed on domain %s (%s) - resuming.", name, domid)
                 if migrating:
                     self._rename_quietly(d, name)
-                try:
-                    self.hv.unpause(domid)
-                except HypervisorError:
-                    log.exception("Resuming domain %s (%s) failed", name, domid)
+                self._run_on(d, domid)
                 if isinstance(e, (XendError, KeyboardInterrupt, SystemExit)):
                     raise
                 if isinstance(e, HypervisorError):
@@ -162,7 +161,7 @@ class SaveRestoreMixin:
             finally:
                 op.finish()
             if keep_running:
-                self.hv.unpause(domid)
+                self._run_on(d, domid)
                 log.info("Domain %s (%d) checkpointed.", name, domid)
             else:
                 if migrating:
@@ -170,6 +169,18 @@ class SaveRestoreMixin:
                 self._destroy(d)
                 log.info("Domain %s (%d) saved.", name, domid)
         return stats
+
+    def _run_on(self, d: Domain, domid: int) -> None:
+        """The saved domain runs again (a checkpoint, a failed save): a hypervisor stream
+        left it suspended, which the event loop saw as a shutdown and left to us."""
+        try:
+            self.hv.resume_saved(domid)
+        except HypervisorError:
+            log.exception("Resuming domain %s (%s) failed", d.name, domid)
+            return
+        with d.lock:
+            if d.handled_domid == domid:
+                d.handled_domid = None
 
     def _rename_quietly(self, d: Domain, name: str) -> None:
         with d.lock:
@@ -209,11 +220,16 @@ class SaveRestoreMixin:
 
     def _restore(self, fileobj: BinaryIO, relocating: bool, paused: bool,
                  managed_dom: Optional[Domain], source: str) -> Domain:
-        cfg_sxp, pages = read_image(fileobj)
-        cfg = self._parse(cfg_sxp)
+        cfg = self._parse(read_config(fileobj))
         if cfg.nomigrate:
             raise XendError("cannot restore non-migratable domain")
-        image_mib, rest = divmod(pages.nr_pages * PAGE_SIZE, 1024 * 1024)
+        pages = open_memory_section(fileobj)
+        if pages.kind != self.hv.image_kind:
+            raise XendError("this image holds %s, which this host's hypervisor (%s) cannot "
+                            "restore" % ("pages saved by xend" if pages.kind == "pages" else
+                                         "a %s stream" % pages.format, self.hv.name))
+        image_mib, rest = divmod(pages.nr_pages * PAGE_SIZE, 1024 * 1024) \
+            if pages.kind == "pages" else (cfg.memory, 0)
         if image_mib != cfg.memory and not rest and 1 <= image_mib <= cfg.maxmem:
             # the guest's allocation differed from its target when it was saved: the
             # domain is built with the memory the image holds
@@ -238,12 +254,16 @@ class SaveRestoreMixin:
                 op = self.tracker.start("restore", cfg.name, cfg.uuid)
                 try:
                     with dom.op_lock:
-                        domid = self._build(dom, paused=True, fresh=True)
-                        try:
-                            self._load_pages(domid, pages, op)
-                        except BaseException:
-                            self._teardown(dom)
-                            raise
+                        if pages.kind == "stream":
+                            domid = self._build(dom, paused=True, fresh=True,
+                                                make=self._from_stream(pages, op, cfg))
+                        else:
+                            domid = self._build(dom, paused=True, fresh=True)
+                            try:
+                                self._load_pages(domid, pages, op)
+                            except BaseException:
+                                self._teardown(dom)
+                                raise
                         self._devices_ready(dom)
                 finally:
                     op.finish()
@@ -256,6 +276,15 @@ class SaveRestoreMixin:
                 if journal:
                     self._journal_remove("restore", cfg.uuid)
         return dom
+
+    def _from_stream(self, stream, op, cfg) -> Callable[[Any], int]:
+        """How ``_build`` makes the domain of a restore from a hypervisor's stream."""
+        expected = cfg.memory * 1024 * 1024
+
+        def make(spec) -> int:
+            return restore_native(self.hv, lambda fd: self.hv.restore_stream(spec, fd),
+                                  stream, lambda n: op.update(n, max(n, expected)))
+        return make
 
     def _load_pages(self, domid: int, pages, op) -> None:
         have = self.hv.nr_pages(domid)
@@ -395,11 +424,12 @@ class SaveRestoreMixin:
         log.warning("The save of domain %s (%d) to %s was interrupted when xend stopped: "
                     "resuming the domain", d.name, d.domid, path)
         try:
-            paused = self.hv.domain_info(d.domid).paused
+            info = self.hv.domain_info(d.domid)
         except HypervisorError:
             return
-        if paused:
-            self._recover_step(self.hv.unpause, d.domid)
+        # paused (xend's pages) or suspended (a hypervisor's stream: its own resume)
+        if info.paused or (info.shutdown and info.shutdown_reason == SHUTDOWN_SUSPEND):
+            self._recover_step(self._run_on, d, d.domid)
 
     @staticmethod
     def _recover_step(fn: Callable, *args: Any) -> None:

@@ -11,9 +11,12 @@ host has not enough free memory, EINVAL for bad arguments, ENOSYS for what a bac
 from __future__ import annotations
 
 import abc
+import errno
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from ..errors import HypervisorError
 
 PAGE_SIZE = 4096
 #: the first bytes of a core file in xend's own format (``Hypervisor.dump_core``)
@@ -169,6 +172,13 @@ class Hypervisor(abc.ABC):
     #: ``destroy`` tears them down (the xenctrl backend, through libxl); False when xend
     #: writes their store entries for the host's backends (the simulated host).
     builds_devices: bool = False
+    #: how a domain's memory image is moved (save, restore, migration): "pages" — xend
+    #: reads and writes its pages (``read_pages``/``write_pages``, the dirty log) and writes
+    #: its own page records; "stream" — the platform's own migration stream
+    #: (``save_stream``/``restore_stream``; Xen's through libxl), which xend carries whole
+    image_kind: str = "pages"
+    #: the name of that stream's format, kept in the image ("libxl-v2")
+    stream_format: str = ""
     #: the daemon that serves guest consoles on this host (``xenconsoled`` on real Xen,
     #: reached with its client ``xenconsole``); '' when xend reads them itself
     #: (``read_console``)
@@ -302,6 +312,22 @@ class Hypervisor(abc.ABC):
         for _, data in self.read_pages(domid, range(self.nr_pages(domid))):
             digest.update(data)
         return digest.hexdigest()
+
+    def save_stream(self, domid: int, fd: int, live: bool) -> None:
+        """(``image_kind`` "stream") Write the domain's migration stream to ``fd``; the
+        domain is left suspended (``resume_saved`` runs it again). On failure the domain is
+        as it was or suspended."""
+        raise HypervisorError(errno.ENOSYS, f"the {self.name} backend moves pages, not streams")
+
+    def restore_stream(self, spec: DomainSpec, fd: int) -> int:
+        """(``image_kind`` "stream") Build a domain from ``spec`` and the stream on ``fd``,
+        left paused; on failure nothing of it is left. Returns its domid."""
+        raise HypervisorError(errno.ENOSYS, f"the {self.name} backend moves pages, not streams")
+
+    def resume_saved(self, domid: int) -> None:
+        """Run a domain a save left paused or suspended again (a checkpoint, a failed
+        save)."""
+        self.unpause(domid)
 
     @abc.abstractmethod
     def enable_dirty_log(self, domid: int, enable: bool) -> None:

@@ -113,6 +113,7 @@ LIBXL_FUNCTIONS: Dict[str, Tuple[object, List[object]]] = {
     "libxl_domain_restore_params_init": (None, [POINTER(libxl_domain_restore_params)]),
     "libxl_domain_restore_params_dispose": (None, [POINTER(libxl_domain_restore_params)]),
     "libxl_domain_suspend": (c_int, [_CTX, c_uint32, c_int, c_int, _AO]),
+    "libxl_domain_resume": (c_int, [_CTX, c_uint32, c_int, _AO]),
     "libxl_domain_destroy": (c_int, [_CTX, c_uint32, _AO]),
     "libxl_domain_unpause": (c_int, [_CTX, c_uint32, _AO]),
     "libxl_retrieve_domain_configuration": (c_int, [_CTX, c_uint32, c_void_p, _AO]),

@@ -46,6 +46,8 @@ _MESSAGE_MAX = 4096
 #: how many of libxl's messages a failure report quotes (the last ones)
 _REPORT_LINES = 4
 INVALID_DOMID = 0x7FF4      # DOMID_INVALID of xen.h: "no domain" in log messages
+#: what libxl_domain_suspend writes in 4.17 (its "LibxlFmt" stream, version 2)
+STREAM_VERSION = 2
 
 ProgressCallback = Callable[[str, int, int, int], None]
 
@@ -180,6 +182,42 @@ class LibxlToolstack:
             if rc:
                 raise self._fail(rc, f"cannot size domain {spec.name}", messages)
         return int(need.value)
+
+    # -- migration streams (libxl's stream v2) --------------------------------------------------
+    def save(self, domid: int, fd: int, live: bool) -> None:
+        """The domain's stream to ``fd`` (libxl's save helper writes it); the domain is left
+        suspended."""
+        flags = A.LIBXL_SUSPEND_LIVE if live else 0
+        with self._call() as messages:
+            rc = self._lib.libxl_domain_suspend(self._ctx, domid, fd, flags, None)
+        if rc:
+            raise self._fail(rc, f"saving domain {domid} failed", messages)
+
+    def resume(self, domid: int) -> None:
+        """A suspended domain runs on (the guest sees its suspend cancelled, as after a
+        checkpoint)."""
+        with self._call() as messages:
+            rc = self._lib.libxl_domain_resume(self._ctx, domid, 1, None)
+        if rc:
+            raise self._fail(rc, f"resuming domain {domid} failed", messages)
+
+    def restore(self, spec: DomainSpec, fd: int) -> int:
+        """Build ``spec`` from the stream on ``fd``, left paused; libxl undoes a half-built
+        domain itself before it returns a failure."""
+        text = libxl_config.domain_json(spec)
+        domid = c_uint32(0)
+        params = A.libxl_domain_restore_params()
+        self._lib.libxl_domain_restore_params_init(byref(params))
+        params.stream_version = STREAM_VERSION
+        try:
+            with self._call() as messages, self._domain_config(text, messages) as cfg:
+                rc = self._lib.libxl_domain_create_restore(self._ctx, cfg, byref(domid), fd, -1,
+                                                          byref(params), None, None)
+                if rc:
+                    raise self._fail(rc, f"restoring domain {spec.name} failed", messages)
+        finally:
+            self._lib.libxl_domain_restore_params_dispose(byref(params))
+        return domid.value
 
     def destroy(self, domid: int) -> None:
         """Destroy the domain and everything libxl set up for it (devices and their hotplug

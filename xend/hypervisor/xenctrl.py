@@ -26,8 +26,8 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 from ..errors import HypervisorError
 from . import libxen as X
-from .base import (SHUTDOWN_CRASH, SHUTDOWN_NAMES, DomainInfo, DomainSpec, Hypervisor, PhysInfo,
-                   VcpuInfo, VersionInfo)
+from .base import (SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_SUSPEND, DomainInfo, DomainSpec,
+                   Hypervisor, PhysInfo, VcpuInfo, VersionInfo)
 from .hostcheck import HostLayout, problems
 
 if False:  # annotations only
@@ -50,6 +50,8 @@ class XenctrlHypervisor(Hypervisor):
     device_backends = True
     builds_devices = True
     console_server = "xenconsoled"
+    image_kind = "stream"
+    stream_format = "libxl-v2"
 
     def __init__(self) -> None:
         self._xc = X.load_xenctrl()
@@ -186,7 +188,28 @@ class XenctrlHypervisor(Hypervisor):
     def create_domain(self, spec: DomainSpec) -> int:
         """Build the guest through libxl, paused, after checking that this host has what it
         needs (nothing is built when it has not)."""
-        from .libxl_config import LibxlConfigError
+        spec = self._buildable(spec)
+        return self._limit_memory(self._built(lambda: self._toolstack().create(spec)), spec)
+
+    def restore_stream(self, spec: DomainSpec, fd: int) -> int:
+        """Build the guest from its libxl stream on ``fd``, paused, checked as a create."""
+        spec = self._buildable(spec)
+        return self._limit_memory(self._built(lambda: self._toolstack().restore(spec, fd)),
+                                  spec)
+
+    def save_stream(self, domid: int, fd: int, live: bool) -> None:
+        self._toolstack().save(_domid(domid), fd, live)
+
+    def resume_saved(self, domid: int) -> None:
+        """A domain a save suspended runs on (libxl's resume); one only paused is
+        unpaused."""
+        info = self.domain_info(domid)
+        if info.shutdown and info.shutdown_reason == SHUTDOWN_SUSPEND:
+            self._toolstack().resume(domid)
+        elif info.paused:
+            self.unpause(domid)
+
+    def _buildable(self, spec: DomainSpec) -> DomainSpec:
         try:
             uuidlib.UUID(spec.uuid)
         except (ValueError, TypeError, AttributeError):
@@ -197,16 +220,23 @@ class XenctrlHypervisor(Hypervisor):
         missing = problems(spec, layout)
         if missing:
             raise HypervisorError(errno.ENOENT, "; ".join(missing))
-        if spec.bootloader:
-            spec = dataclasses.replace(spec, bootloader=layout.bootloader(spec.bootloader))
         if spec.memory_kib > self._physinfo_raw().free_pages * 4:
             raise HypervisorError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+        if spec.bootloader:
+            spec = dataclasses.replace(spec, bootloader=layout.bootloader(spec.bootloader))
+        return spec
+
+    @staticmethod
+    def _built(build) -> int:
+        from .libxl_config import LibxlConfigError
         try:
-            domid = self._toolstack().create(spec)
+            return build()
         except LibxlConfigError as e:
             raise HypervisorError(errno.EINVAL, str(e)) from None
-        # libxl caps the domain at its target (+1 MiB); xend's maxmem is the ceiling the
-        # guest's balloon may grow to (xm mem-set up to maxmem), as the original set it
+
+    def _limit_memory(self, domid: int, spec: DomainSpec) -> int:
+        """libxl caps a domain at its target (+1 MiB); xend's maxmem is the ceiling the
+        guest's balloon may grow to (xm mem-set up to maxmem), as the original set it."""
         try:
             self._call("xc_domain_setmaxmem", domid, spec.maxmem_kib + MAXMEM_SLACK_KIB)
         except HypervisorError:

@@ -43,11 +43,15 @@ class Migrator:
         self.runner = runner
 
     def __call__(self, dom: Any, dst: str, live: bool = False, port: int = 0, node: int = -1,
-                 ssl: Optional[bool] = None, chs: bool = False) -> None:
+                 ssl: Optional[bool] = None, chs: bool = False) -> dict:
         return self.migrate(dom, dst, live, port, node, ssl, chs)
 
     def migrate(self, dom: Any, dst: str, live: bool = False, port: int = 0, node: int = -1,
-                ssl: Optional[bool] = None, chs: bool = False) -> None:
+                ssl: Optional[bool] = None, chs: bool = False) -> dict:
+        """Move ``dom`` to ``dst``; returns what it took: ``bytes`` (a string: XML-RPC ints
+        are 32-bit), ``seconds``, ``final_pause`` (live: seconds the guest was paused until
+        the stream's end), ``downtime`` (seconds from that pause to the destination's
+        (ok)), ``live``."""
         opts = self.opts()
         reg = self.registry()
         dst = str(dst).strip()
@@ -82,10 +86,10 @@ class Migrator:
                                     "answering (does its xend-relocation-hosts-allow admit "
                                     "this host?)") from None
                 raise XendError(f"can't connect: {connection.describe_error(e)}") from None
-            self._stream(reg, dom, conn, dst, name, uuid, live, node, chs, steps)
+            return self._stream(reg, dom, conn, dst, name, uuid, live, node, chs, steps)
 
     def _stream(self, reg: Any, dom: Any, conn: RelocationConnection, dst: str, name: str,
-                uuid: str, live: bool, node: int, chs: bool, steps: tool.DeviceSteps) -> None:
+                uuid: str, live: bool, node: int, chs: bool, steps: tool.DeviceSteps) -> dict:
         state = {"confirmed": False, "paused_at": None}
         started = time.monotonic()
         src_domid = dom.domid
@@ -146,6 +150,8 @@ class Migrator:
         else:
             log.info("Migrated domain %s to %s: %d bytes in %.2f s (%.1f MB/s), non-live; "
                      "paused for %.3f s", name, dst, stats.bytes, elapsed, rate, pause)
+        return {"bytes": str(stats.bytes), "seconds": elapsed, "live": bool(live),
+                "final_pause": stats.pause_seconds if live else pause, "downtime": pause}
 
     @staticmethod
     def _destroy_leftover(reg: Any, domid: Any, uuid: str) -> None:

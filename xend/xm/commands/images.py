@@ -49,7 +49,16 @@ def migrate(ctx: Context, args: List[str]) -> int:
     p.add_argument("host", metavar="Host")
     o = parse(p, args)
     ssl = True if o.ssl else None  # None: the daemon's xend-relocation-ssl decides
-    with_progress(ctx, "migrate", o.domain,
-                  lambda: ctx.server.xend.domain.migrate(o.domain, o.host, o.live, o.port,
-                                                         o.node, ssl, o.change_home_server))
+    figures = with_progress(ctx, "migrate", o.domain,
+                            lambda: ctx.server.xend.domain.migrate(
+                                o.domain, o.host, o.live, o.port, o.node, ssl,
+                                o.change_home_server))
+    if o.live and isinstance(figures, dict) and "final_pause" in figures:
+        try:
+            size = int(figures.get("bytes", 0)) / (1024 * 1024)
+            secs = float(figures.get("seconds", 0))
+            ctx.write("Migrated %s to %s (live): %.1f MiB in %.2f s, final pause %.3f s\n"
+                      % (o.domain, o.host, size, secs, float(figures["final_pause"])))
+        except (TypeError, ValueError):
+            pass
     return 0
