@@ -215,7 +215,17 @@ step_xend_start() {
 (dom0-min-mem $DOM0_MIN_MEM)
 (console-limit $CONSOLE_LIMIT_KIB)
 (network-script network-bridge)
+(xend-relocation-server yes)
+(xend-relocation-hosts-allow '^localhost$ 127.0.0.1')
 EOF
+    if [ -f /xenvm-certs/ca.pem ]; then    # the relocation TLS port, with the CA check
+        cat >>/tmp/xend/xend-config.sxp <<EOF
+(xend-relocation-ssl-server yes)
+(xend-relocation-server-ssl-key-file /xenvm-certs/host.key)
+(xend-relocation-server-ssl-cert-file /xenvm-certs/host.pem)
+(xend-relocation-ssl-ca-file /xenvm-certs/ca.pem)
+EOF
+    fi
     # the shipped network-script (Debian's Xen 4.17 has none) makes the bridge for vifs
     install -m 755 "$SRC/etc/xen/scripts/network-bridge" /etc/xen/scripts/network-bridge
     # 'service' drops the caller's environment: the init script's settings file names the config
@@ -397,6 +407,7 @@ step_xend_stop() {
 }
 
 . "$(dirname "$0")/steps_own.sh"
+. "$(dirname "$0")/steps_move.sh"
 
 # ---- main -------------------------------------------------------------------------------------
 
@@ -440,6 +451,22 @@ run_step managed-restart step_managed_restart
 run_step balloon         step_balloon
 run_step balloon-refused step_balloon_refused
 run_step dom0-cpus       step_dom0_cpus
+# moving guests (steps_move.sh)
+run_step move-start      step_move_start
+run_step xm-save         step_xm_save
+run_step xm-restore      step_xm_restore
+run_step xm-save-c       step_xm_save_c
+run_step xm-restore-p    step_xm_restore_p
+run_step migrate-local   step_migrate_local
+run_step migrate-local-live step_migrate_local_live
+run_step migrate-tls     step_migrate_tls
+run_step migrate-cut     step_migrate_cut
+run_step migrate-killed  step_migrate_killed
+run_step migrate-nomem   step_migrate_nomem
+run_step save-full-disk  step_save_full_disk
+run_step save-read-only  step_save_read_only
+run_step move-pvh        step_move_pvh
+run_step xl-figures      step_xl_figures
 run_step xm-log          step_xm_log
 run_step xend-stop       step_xend_stop
 run_step leftovers       step_leftovers
@@ -452,6 +479,7 @@ if [ -f /tmp/xend/xend.log ] && [ "$NFAIL" -gt 0 ]; then
     echo "=== xend.log (tail)"
     tail -n 60 /tmp/xend/xend.log
 fi
+grep -h "^FIGURE" "$WORK"/step-*.out 2>/dev/null
 [ -n "$FAILED" ] && echo "failed steps:$FAILED"
 echo "RESULT: $NPASS passed, $NFAIL failed, $NSKIP skipped"
 [ "$NFAIL" = 0 ]

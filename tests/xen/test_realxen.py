@@ -57,14 +57,37 @@ def parse_steps(output: str) -> Dict[str, Tuple[str, str, str]]:
     return steps
 
 
+def _relocation_certificates(where: Path):
+    """A CA and a key + certificate for localhost it signed, for the relocation TLS port
+    (openssl on this host; None without it: the TLS step skips)."""
+    import shutil
+    import subprocess
+    if shutil.which("openssl") is None:
+        return None
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=xenvm-ca",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "host.key",
+        "-out", "host.csr")
+    (where / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "host.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "host.pem")
+    return where
+
+
 @pytest.fixture(scope="module")
-def dom0_run():
+def dom0_run(tmp_path_factory):
     problems = harness.missing_requirements()
     if problems:
         pytest.skip("real-Xen harness unavailable: " + "; ".join(problems))
     harness.build()
+    payload = [(REPO, "/src")]
+    certs = _relocation_certificates(tmp_path_factory.mktemp("certs"))
+    if certs is not None:
+        payload.append((certs, "/xenvm-certs"))
     result = harness.run("exec /bin/bash /src/tests/xen/test_in_dom0.sh",
-                         payload=[(REPO, "/src")], timeout=RUN_TIMEOUT,
+                         payload=payload, timeout=RUN_TIMEOUT,
                          progress=sys.stderr, tail_on_failure=0)  # the reports show the tail
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     print(f"\n[realxen] {result.describe()}; {timings}")
