@@ -364,7 +364,7 @@ def test_save_restore_migrate(fake, capsys, tmp_path, monkeypatch):
     assert fake.calls[-1] == ("xend.domain.save", "guest1", str(tmp_path / "g.save"), True)
     rc, out, err = xm(capsys, "save", "guest1", "/nonexistent/dir/g.save")
     assert (rc, out, err) == (1, "", "Error: xm save: Unable to create file "
-                                     "/nonexistent/dir/g.save\n")
+                                     "/nonexistent/dir/g.save: No such file or directory\n")
     (tmp_path / "g.save").write_bytes(b"LinuxGuestRecord")
     assert xm(capsys, "restore", "-p", "g.save") == (0, "", "")
     assert fake.calls[-1] == ("xend.domain.restore", str(tmp_path / "g.save"), True)

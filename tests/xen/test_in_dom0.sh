@@ -257,7 +257,7 @@ step_xm_info() {
     for try in 1 2 3; do   # free_memory can move between the two calls; take a consistent pair
         bad=""
         xl info >"$WORK/xl-info" && xm info >"$WORK/xm-info" || { fail "xl info / xm info failed"; return; }
-        for key in nr_cpus total_memory free_memory xen_major xen_minor xen_extra xen_caps; do
+        for key in nr_cpus total_memory free_memory xen_major xen_minor xen_extra xen_caps virt_caps; do
             xmv=$(info_value "$WORK/xm-info" "$key"); xlv=$(info_value "$WORK/xl-info" "$key")
             [ "$xmv" = "$xlv" ] || bad="$bad $key(xm '$xmv' != xl '$xlv')"
         done
@@ -265,7 +265,7 @@ step_xm_info() {
         info "try $try:$bad"
         sleep 1
     done
-    for key in nr_cpus total_memory free_memory xen_major xen_minor xen_extra xen_caps; do
+    for key in nr_cpus total_memory free_memory xen_major xen_minor xen_extra xen_caps virt_caps; do
         info "$key: xm '$(info_value "$WORK/xm-info" "$key")' xl '$(info_value "$WORK/xl-info" "$key")'"
     done
     [ -z "$bad" ] || fail "xm info differs from xl info:$bad"

@@ -43,6 +43,21 @@ _TAIL = struct.Struct(">QI")
 POLL = 0.05                             # seconds between looks at the domain while saving
 
 
+_F_SETPIPE_SZ = 1031                    # fcntl.F_SETPIPE_SZ (named from Python 3.10 on)
+
+
+def _pipe() -> "tuple[int, int]":
+    """A pipe that holds a frame (1 MiB, the most Linux gives without raising its limit):
+    the bytes move between the hypervisor and us in a few large reads, not 64 KiB ones."""
+    import fcntl
+    rfd, wfd = os.pipe()
+    try:
+        fcntl.fcntl(wfd, _F_SETPIPE_SZ, FRAME)
+    except OSError:
+        pass                            # a smaller pipe is slower, not wrong
+    return rfd, wfd
+
+
 class _Suspension:
     """Notices when the domain being saved is suspended for good (the start of a live
     save's final pause), by looking at it between reads of the stream."""
@@ -83,7 +98,7 @@ def write_native(hv: Hypervisor, domain_config_sxp: Any, domid: int, out: Binary
     fmt = hv.stream_format.encode()
     out.write(NATIVE_MAGIC + _LEN.pack(len(fmt)) + fmt)
     done = len(SIGNATURE) + 4 + len(config) + len(NATIVE_MAGIC) + _LEN.size + len(fmt)
-    rfd, wfd = os.pipe()
+    rfd, wfd = _pipe()
     failure: List[BaseException] = []
 
     def save() -> None:
@@ -207,7 +222,7 @@ def restore_native(hv: Hypervisor, build: Callable[[int], int], stream: NativeSt
     if stream.format != hv.stream_format:
         raise XendError(f"this image holds a {stream.format} stream, which this host's "
                         f"hypervisor ({hv.name}, {hv.stream_format or 'pages'}) cannot restore")
-    rfd, wfd = os.pipe()
+    rfd, wfd = _pipe()
     failure: List[BaseException] = []
 
     def pump() -> None:

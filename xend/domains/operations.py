@@ -382,6 +382,8 @@ class OperationsMixin:
             raise XendError("Domain is not a managed domain")
         if self.migrator is None:
             raise XendError("Migration is not available")
+        with hv_errors():
+            self.hv.check_movable(d.domid, bool_arg(live))
         return self.migrator(d, str(dst_host), bool_arg(live), int_arg("port", port),
                              int_arg("node", node), None if ssl is None else bool_arg(ssl),
                              bool_arg(chs))

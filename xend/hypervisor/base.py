@@ -324,6 +324,10 @@ class Hypervisor(abc.ABC):
         left paused; on failure nothing of it is left. Returns its domid."""
         raise HypervisorError(errno.ENOSYS, f"the {self.name} backend moves pages, not streams")
 
+    def check_movable(self, domid: int, live: bool) -> None:
+        """HypervisorError when the domain cannot be saved or migrated (``live``: while it
+        runs) on this host, said before anything is streamed."""
+
     def resume_saved(self, domid: int) -> None:
         """Run a domain a save left paused or suspended again (a checkpoint, a failed
         save)."""

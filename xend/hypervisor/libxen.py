@@ -41,8 +41,15 @@ XEN_SCHEDULER_CREDIT2 = 6
 XEN_X86_EMU_HVM = 0x3FF
 # xen/sysctl.h
 XEN_SYSCTL_PHYSCAP_hvm = 1 << 0
+XEN_SYSCTL_PHYSCAP_pv = 1 << 1
 XEN_SYSCTL_PHYSCAP_directio = 1 << 2
 XEN_SYSCTL_PHYSCAP_hap = 1 << 3
+XEN_SYSCTL_PHYSCAP_shadow = 1 << 4
+XEN_SYSCTL_PHYSCAP_iommu_hap_pt_share = 1 << 5
+XEN_SYSCTL_PHYSCAP_vmtrace = 1 << 6
+XEN_SYSCTL_PHYSCAP_vpmu = 1 << 7
+XEN_SYSCTL_PHYSCAP_gnttab_v1 = 1 << 8
+XEN_SYSCTL_PHYSCAP_gnttab_v2 = 1 << 9
 # xen/version.h
 XENVER_version = 0
 XENVER_extraversion = 1

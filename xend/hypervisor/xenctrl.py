@@ -118,11 +118,7 @@ class XenctrlHypervisor(Hypervisor):
 
     def physinfo(self) -> PhysInfo:
         info = self._physinfo_raw()
-        caps = []
-        if info.capabilities & X.XEN_SYSCTL_PHYSCAP_hvm:
-            caps.append("hvm")
-        if info.capabilities & X.XEN_SYSCTL_PHYSCAP_directio:
-            caps.append("hvm_directio")
+        caps = virt_caps(info.capabilities)
         return PhysInfo(nr_cpus=info.nr_cpus, nr_nodes=info.nr_nodes,
                         cores_per_socket=info.cores_per_socket,
                         threads_per_core=info.threads_per_core, cpu_khz=info.cpu_khz,
@@ -199,6 +195,20 @@ class XenctrlHypervisor(Hypervisor):
 
     def save_stream(self, domid: int, fd: int, live: bool) -> None:
         self._toolstack().save(_domid(domid), fd, live)
+
+    def check_movable(self, domid: int, live: bool) -> None:
+        """A live move tracks the pages the guest writes (log-dirty): for a PV guest Xen
+        does that with shadow paging, which a Xen may be built without (Debian's 4.17 is);
+        HVM and PVH guests use HAP."""
+        if not live:
+            return
+        info = self.domain_info(domid)
+        if not info.hvm and not self._physinfo_raw().capabilities & X.XEN_SYSCTL_PHYSCAP_shadow:
+            raise HypervisorError(errno.EOPNOTSUPP,
+                                  "live migration of a PV guest needs Xen's shadow paging "
+                                  "(log-dirty mode), which this hypervisor was built without "
+                                  "(xl info: virt_caps has no shadow); migrate it without "
+                                  "--live, or run the guest as PVH")
 
     def resume_saved(self, domid: int) -> None:
         """A domain a save suspended runs on (libxl's resume); one only paused is
@@ -477,6 +487,20 @@ class XenctrlHypervisor(Hypervisor):
             if self._xch:
                 self._xc.xc_interface_close(self._xch)
                 self._xch = None
+
+
+def virt_caps(bits: int) -> List[str]:
+    """The host's virtualisation capabilities in xl info's words and order."""
+    has = lambda cap: bool(bits & cap)  # noqa: E731
+    caps = [("pv", has(X.XEN_SYSCTL_PHYSCAP_pv)), ("hvm", has(X.XEN_SYSCTL_PHYSCAP_hvm)),
+            ("hvm_directio", has(X.XEN_SYSCTL_PHYSCAP_hvm) and has(X.XEN_SYSCTL_PHYSCAP_directio)),
+            ("pv_directio", has(X.XEN_SYSCTL_PHYSCAP_pv) and has(X.XEN_SYSCTL_PHYSCAP_directio)),
+            ("hap", has(X.XEN_SYSCTL_PHYSCAP_hap)), ("shadow", has(X.XEN_SYSCTL_PHYSCAP_shadow)),
+            ("iommu_hap_pt_share", has(X.XEN_SYSCTL_PHYSCAP_iommu_hap_pt_share)),
+            ("vmtrace", has(X.XEN_SYSCTL_PHYSCAP_vmtrace)), ("vpmu", has(X.XEN_SYSCTL_PHYSCAP_vpmu)),
+            ("gnttab-v1", has(X.XEN_SYSCTL_PHYSCAP_gnttab_v1)),
+            ("gnttab-v2", has(X.XEN_SYSCTL_PHYSCAP_gnttab_v2))]
+    return [name for name, present in caps if present]
 
 
 def _domid(domid: int) -> int:

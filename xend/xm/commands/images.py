@@ -11,6 +11,23 @@ from xend.xm.commands import CommandError, Context, parse
 from xend.xm.progress import with_progress
 
 
+def _access_error(directory: str) -> str:
+    """Why ``directory`` cannot be written to, in strerror's words ('' if it can)."""
+    import errno
+    try:
+        os.stat(directory)
+    except OSError as e:
+        return e.strerror or ""
+    if not os.path.isdir(directory):
+        return os.strerror(errno.ENOTDIR)
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS)
+    except OSError:
+        pass
+    return os.strerror(errno.EACCES)
+
+
 def save(ctx: Context, args: List[str]) -> int:
     p = ctx.parser("save")
     p.add_argument("-c", "--checkpoint", action="store_true")
@@ -19,7 +36,9 @@ def save(ctx: Context, args: List[str]) -> int:
     o = parse(p, args)
     path = os.path.abspath(o.file)
     if not os.access(os.path.dirname(path), os.W_OK):
-        raise CommandError(f"xm save: Unable to create file {path}")
+        # the original's message, and why
+        why = _access_error(os.path.dirname(path))
+        raise CommandError(f"xm save: Unable to create file {path}" + (f": {why}" if why else ""))
     with_progress(ctx, "save", o.domain,
                   lambda: ctx.server.xend.domain.save(o.domain, path, o.checkpoint))
     return 0
