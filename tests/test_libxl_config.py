@@ -232,3 +232,27 @@ def test_xm_s_pygrub_path_is_found_where_the_host_keeps_it(tmp_path):
                                                             "/usr/lib/xen/bin/pygrub")
     assert layout.bootloader("pygrub") is not None
     assert layout.bootloader("/nowhere/no-such-loader") is None
+
+
+def test_a_libxl_failure_is_reported_by_its_first_errors():
+    """What libxl said during a failed call: its first errors (the cause: a hotplug script's
+    own hotplug-error) before the messages of its undoing the half-built domain, and
+    warnings only after the errors."""
+    from xend.hypervisor.libxl_toolstack import WARNING_MARK, LibxlToolstack
+    ts = object.__new__(LibxlToolstack)          # no context: _fail reads nothing else
+    messages = [WARNING_MARK + "bootloader='/usr/bin/pygrub' is deprecated",
+                "script: xenvm: this vif is refused",
+                "libxl_device.c:1299:device_hotplug_child_death_cb: script: /etc/xen/scripts/"
+                "vif-bridge failed; error detected.",
+                "libxl_create.c:1676:domcreate_attach_devices: unable to add nic devices",
+                "script: xenvm: this vif is refused",
+                "libxl_domain.c:1183:libxl__destroy_domid: Domain 3:Non-existant domain",
+                "libxl_domain.c:1137:domain_destroy_callback: Unable to destroy guest"]
+    err = ts._fail(-3, "building domain bad failed", messages)
+    assert err.message.startswith("building domain bad failed: script: xenvm: this vif is "
+                                  "refused; ")
+    assert "pygrub" not in err.message            # 4 errors came first
+    assert err.message.count("this vif is refused") == 1
+    only_warning = ts._fail(-6, "x", [WARNING_MARK + "a warning"])
+    assert only_warning.message == "x: a warning" and only_warning.errno == 22
+    assert ts._fail(-21, "y", []).message == "y: domain not found"

@@ -304,6 +304,15 @@ step_own_refusals() {
     refused "a missing bridge" "bridge nosuchbr0 does not exist" "$WORK/bad.cfg"
     printf 'name = "bad"\nbootloader = "no-such-loader"\nmemory = 128\n' >"$WORK/bad.cfg"
     refused "a missing bootloader" "bootloader no-such-loader is not installed" "$WORK/bad.cfg"
+    own_cfg bad "vfb = ['vnc=1']"
+    refused "a framebuffer without a device model" "need a device model" "$WORK/bad.cfg"
+    # a vif whose hotplug script fails: xm says what the script wrote (its hotplug-error),
+    # and libxl undid the half-built domain
+    printf '#!/bin/sh\nxenstore-write "$XENBUS_PATH/hotplug-error" "xenvm: this vif is refused" "$XENBUS_PATH/hotplug-status" error\nexit 1\n' \
+        >/etc/xen/scripts/vif-xenvm-fail
+    chmod 755 /etc/xen/scripts/vif-xenvm-fail
+    own_cfg bad "vif = ['bridge=xenbr0,script=vif-xenvm-fail']"
+    refused "a vif whose hotplug script fails" "xenvm: this vif is refused" "$WORK/bad.cfg"
 }
 
 step_own_poweroff() {

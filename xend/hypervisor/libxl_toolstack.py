@@ -43,6 +43,7 @@ _LEVELS = {A.XTL_DEBUG: logging.DEBUG, A.XTL_VERBOSE: logging.DEBUG,
            A.XTL_WARN: logging.WARNING, A.XTL_ERROR: logging.ERROR,
            A.XTL_CRITICAL: logging.CRITICAL}
 _MESSAGE_MAX = 4096
+WARNING_MARK = "\x00w:"        # a kept message of warning level (not an error)
 #: how many of libxl's messages a failure report quotes (the last ones)
 _REPORT_LINES = 4
 INVALID_DOMID = 0x7FF4      # DOMID_INVALID of xen.h: "no domain" in log messages
@@ -97,7 +98,8 @@ class LibxlToolstack:
             log.log(_LEVELS.get(level, logging.INFO), "%s: %s", where, text)
             kept = getattr(self._local, "messages", None)
             if kept is not None and level >= A.XTL_WARN:
-                kept.append(text)
+                # errors first in a failure's report, warnings after them
+                kept.append(text if level >= A.XTL_ERROR else WARNING_MARK + text)
         except Exception:  # noqa: BLE001 - never let an exception unwind into C
             pass
 
@@ -123,12 +125,15 @@ class LibxlToolstack:
             self._local.messages, self._local.progress = outer
 
     def _fail(self, rc: int, what: str, messages: List[str]) -> LibxlError:
-        reasons = [m for m in messages if m]
-        # the last messages are the nearest to the cause; one line each, no repeats
+        errors = [m for m in messages if m and not m.startswith(WARNING_MARK)]
+        warnings = [m[len(WARNING_MARK):] for m in messages if m.startswith(WARNING_MARK)]
+        reasons = errors + warnings
+        # the first errors are the cause (a hotplug script's own error, say); what follows
+        # is libxl undoing the half-built domain. One line each, no repeats.
         quoted: List[str] = []
-        for m in reversed(reasons):
+        for m in reasons:
             if m not in quoted:
-                quoted.insert(0, m)
+                quoted.append(m)
             if len(quoted) == _REPORT_LINES:
                 break
         detail = "; ".join(quoted) if quoted else A.describe_error(rc)
