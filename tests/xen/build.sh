@@ -48,7 +48,7 @@ DOM0_PACKAGES=(
 )
 # Kernel modules kept in dom0 (with their dependencies); the rest of /lib/modules is dropped.
 DOM0_MODULES=(xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-blkback xen-netback loop
-              bridge tun dummy)
+              bridge tun dummy e1000)
 
 CLEAN=0 FORCE=0
 for arg in "$@"; do

@@ -244,6 +244,7 @@ def run(command: str = "xl info && xl list", *,
         cpu: str = DEFAULT_CPU, xenstored: str = "oxenstored",
         xen_args: str = "", dom0_args: str = "",
         log_dir: Optional[os.PathLike] = None, keep_logs: bool = False,
+        qemu_args: Sequence[str] = (),
         progress: Optional[TextIO] = sys.stderr,
         on_output: Optional[Callable[[str], None]] = None,
         on_console: Optional[Callable[[str], None]] = None,
@@ -251,6 +252,9 @@ def run(command: str = "xl info && xl list", *,
     """Boot Xen + dom0, run COMMAND (a /bin/sh script text) in dom0, power off.
 
     payload: (host path, path in dom0) pairs; env: variables exported for the command.
+    qemu_args: more QEMU arguments (a NIC on a socket network for the two-host suite:
+    ``-netdev socket,... -device e1000,...``; dom0 brings it up with ``xenvm.ip=ADDR/LEN``
+    in ``dom0_args``).
     progress: where phase lines ("[xenvm  5.8s] xen handed over to dom0") go (None: silent).
     on_output / on_console: called with new chunks of the command's output / the console.
     On failure the last TAIL_ON_FAILURE console lines are written to PROGRESS.
@@ -298,7 +302,7 @@ def run(command: str = "xl info && xl list", *,
             "-m", str(memory), "-smp", str(smp),
             "-kernel", str(out / "xen"), "-append", xen_cmdline,
             "-initrd", f"{out / 'vmlinuz'} {dom0_cmdline},{initrd}",
-            "-serial", f"file:{console_log}", "-serial", f"file:{out_log}"]
+            "-serial", f"file:{console_log}", "-serial", f"file:{out_log}", *qemu_args]
     (ldir / "qemu.cmdline").write_text(" ".join(_shell_quote(a) for a in argv) + "\n")
 
     timings: Dict[str, float] = {"prepare": round(t_prep, 2)}

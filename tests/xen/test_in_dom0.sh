@@ -21,6 +21,7 @@ DUMP_DIR=/tmp/xend/dump
 DOM0_MIN_MEM=600
 CONSOLE_LIMIT_KIB=512
 G1_UUID=6a1f00b3-7e57-4e1d-9a5e-000000000001
+RELOCATION_HOSTS_ALLOW=${RELOCATION_HOSTS_ALLOW:-^localhost\$ 127.0.0.1}
 mkdir -p "$WORK"
 
 # How the daemon and the client are started: adjust here when their entry points settle.
@@ -216,7 +217,7 @@ step_xend_start() {
 (console-limit $CONSOLE_LIMIT_KIB)
 (network-script network-bridge)
 (xend-relocation-server yes)
-(xend-relocation-hosts-allow '^localhost$ 127.0.0.1')
+(xend-relocation-hosts-allow '$RELOCATION_HOSTS_ALLOW')
 EOF
     if [ -f /xenvm-certs/ca.pem ]; then    # the relocation TLS port, with the CA check
         cat >>/tmp/xend/xend-config.sxp <<EOF
@@ -409,77 +410,86 @@ step_xend_stop() {
 . "$(dirname "$0")/steps_own.sh"
 . "$(dirname "$0")/steps_move.sh"
 
-# ---- main -------------------------------------------------------------------------------------
+# ---- main (tests/xen/twohost.sh sources this file with XENVM_LIBRARY=1 and runs its own) ----
 
-echo "test_in_dom0: $(date -u +%FT%TZ), src $SRC ($(have_xend && echo 'xend present' || echo 'no xend/cli.py yet'))"
-run_step versions        step_versions
-run_step xl-info         step_xl_info
-run_step xl-list         step_xl_list
-run_step xenstore        step_xenstore
-run_step xenctrl-import  step_xenctrl_import
-run_step guest-xl        step_guest_xl
-run_step xend-start      step_xend_start
-run_step xm-info         step_xm_info
-run_step xm-list         step_xm_list
-run_step guest-create    step_guest_create
-run_step xm-pause        step_xm_pause
-run_step xm-unpause      step_xm_unpause
-run_step xm-mem-set      step_xm_mem_set
-run_step xm-vcpu-list    step_xm_vcpu_list
-run_step xm-dmesg        step_xm_dmesg
-run_step xm-reboot-adopted step_xm_reboot_adopted
-run_step xm-shutdown     step_xm_shutdown
-run_step xm-destroy      step_xm_destroy
-# guests xend builds itself (steps_own.sh)
-run_step bridge          step_bridge
-run_step own-actions-start step_own_actions_start
-run_step own-create      step_own_create
-run_step own-store       step_own_store
-run_step own-list        step_own_list
-run_step own-console     step_own_console
-run_step own-mem-set     step_own_mem_set
-run_step own-vcpu-set    step_own_vcpu_set
-run_step own-create-c    step_own_create_c
-run_step own-shutdown-w  step_own_shutdown_w
-run_step own-pvh         step_own_pvh
-run_step own-pygrub      step_own_pygrub
-run_step own-refusals    step_own_refusals
-run_step own-poweroff    step_own_poweroff
-run_step own-reboot      step_own_reboot
-run_step own-crash       step_own_crash
-run_step managed-restart step_managed_restart
-run_step balloon         step_balloon
-run_step balloon-refused step_balloon_refused
-run_step dom0-cpus       step_dom0_cpus
-# moving guests (steps_move.sh)
-run_step move-start      step_move_start
-run_step xm-save         step_xm_save
-run_step xm-restore      step_xm_restore
-run_step xm-save-c       step_xm_save_c
-run_step xm-restore-p    step_xm_restore_p
-run_step migrate-local   step_migrate_local
-run_step migrate-local-live step_migrate_local_live
-run_step migrate-tls     step_migrate_tls
-run_step migrate-cut     step_migrate_cut
-run_step migrate-killed  step_migrate_killed
-run_step migrate-nomem   step_migrate_nomem
-run_step save-full-disk  step_save_full_disk
-run_step save-read-only  step_save_read_only
-run_step move-pvh        step_move_pvh
-run_step xl-figures      step_xl_figures
-run_step xm-log          step_xm_log
-run_step xend-stop       step_xend_stop
-run_step leftovers       step_leftovers
+all_steps() {
+    echo "test_in_dom0: $(date -u +%FT%TZ), src $SRC ($(have_xend && echo 'xend present' || echo 'no xend/cli.py yet'))"
+    run_step versions        step_versions
+    run_step xl-info         step_xl_info
+    run_step xl-list         step_xl_list
+    run_step xenstore        step_xenstore
+    run_step xenctrl-import  step_xenctrl_import
+    run_step guest-xl        step_guest_xl
+    run_step xend-start      step_xend_start
+    run_step xm-info         step_xm_info
+    run_step xm-list         step_xm_list
+    run_step guest-create    step_guest_create
+    run_step xm-pause        step_xm_pause
+    run_step xm-unpause      step_xm_unpause
+    run_step xm-mem-set      step_xm_mem_set
+    run_step xm-vcpu-list    step_xm_vcpu_list
+    run_step xm-dmesg        step_xm_dmesg
+    run_step xm-reboot-adopted step_xm_reboot_adopted
+    run_step xm-shutdown     step_xm_shutdown
+    run_step xm-destroy      step_xm_destroy
+    # guests xend builds itself (steps_own.sh)
+    run_step bridge          step_bridge
+    run_step own-actions-start step_own_actions_start
+    run_step own-create      step_own_create
+    run_step own-store       step_own_store
+    run_step own-list        step_own_list
+    run_step own-console     step_own_console
+    run_step own-mem-set     step_own_mem_set
+    run_step own-vcpu-set    step_own_vcpu_set
+    run_step own-create-c    step_own_create_c
+    run_step own-shutdown-w  step_own_shutdown_w
+    run_step own-pvh         step_own_pvh
+    run_step own-pygrub      step_own_pygrub
+    run_step own-refusals    step_own_refusals
+    run_step own-poweroff    step_own_poweroff
+    run_step own-reboot      step_own_reboot
+    run_step own-crash       step_own_crash
+    run_step managed-restart step_managed_restart
+    run_step balloon         step_balloon
+    run_step balloon-refused step_balloon_refused
+    run_step dom0-cpus       step_dom0_cpus
+    # moving guests (steps_move.sh)
+    run_step move-start      step_move_start
+    run_step xm-save         step_xm_save
+    run_step xm-restore      step_xm_restore
+    run_step xm-save-c       step_xm_save_c
+    run_step xm-restore-p    step_xm_restore_p
+    run_step migrate-local   step_migrate_local
+    run_step migrate-local-live step_migrate_local_live
+    run_step migrate-tls     step_migrate_tls
+    run_step migrate-cut     step_migrate_cut
+    run_step migrate-killed  step_migrate_killed
+    run_step migrate-nomem   step_migrate_nomem
+    run_step save-full-disk  step_save_full_disk
+    run_step save-read-only  step_save_read_only
+    run_step move-pvh        step_move_pvh
+    run_step xl-figures      step_xl_figures
+    run_step xm-log          step_xm_log
+    run_step xend-stop       step_xend_stop
+    run_step leftovers       step_leftovers
+}
 
-# leftovers, so a failed step does not leave guests running while dom0 powers off
-for d in $(xl list 2>/dev/null | awk 'NR > 1 && $2 != 0 {print $1}'); do
-    xl destroy "$d" 2>/dev/null
-done
-if [ -f /tmp/xend/xend.log ] && [ "$NFAIL" -gt 0 ]; then
-    echo "=== xend.log (tail)"
-    tail -n 60 /tmp/xend/xend.log
+# leftovers, so a failed step does not leave guests running while dom0 powers off; the result
+finish_run() {
+    for d in $(xl list 2>/dev/null | awk 'NR > 1 && $2 != 0 {print $1}'); do
+        xl destroy "$d" 2>/dev/null
+    done
+    if [ -f /tmp/xend/xend.log ] && [ "$NFAIL" -gt 0 ]; then
+        echo "=== xend.log (tail)"
+        tail -n 60 /tmp/xend/xend.log
+    fi
+    grep -h "^FIGURE" "$WORK"/step-*.out 2>/dev/null
+    [ -n "$FAILED" ] && echo "failed steps:$FAILED"
+    echo "RESULT: $NPASS passed, $NFAIL failed, $NSKIP skipped"
+    [ "$NFAIL" = 0 ]
+}
+
+if [ "${XENVM_LIBRARY:-0}" != 1 ]; then
+    all_steps
+    finish_run
 fi
-grep -h "^FIGURE" "$WORK"/step-*.out 2>/dev/null
-[ -n "$FAILED" ] && echo "failed steps:$FAILED"
-echo "RESULT: $NPASS passed, $NFAIL failed, $NSKIP skipped"
-[ "$NFAIL" = 0 ]

@@ -24,7 +24,7 @@ RUN_TIMEOUT = float(os.environ.get("XEND_XENVM_TIMEOUT", "2100"))
 pytestmark = [pytest.mark.realxen, pytest.mark.timeout(2400)]
 
 # test_in_dom0.sh's steps, in its order (each `run_step NAME FUNCTION` line of the script)
-STEPS = tuple(re.findall(r"^run_step (\S+)", (HERE / "test_in_dom0.sh").read_text(), re.M))
+STEPS = tuple(re.findall(r"^\s*run_step (\S+)", (HERE / "test_in_dom0.sh").read_text(), re.M))
 STEP_END = re.compile(r"^--- (PASS|FAIL|SKIP) (\S+?)(?:: (.*?))?(?: \(([\d.]+)s\))?$")
 
 

@@ -40,8 +40,10 @@ def encode(value: Any) -> Any:
 
 
 def datetime_of(seconds: float) -> DateTime:
-    """UTC, as ``YYYYMMDDTHH:MM:SSZ`` (the form Xen-API servers send)."""
-    return DateTime(time.strftime("%Y%m%dT%H:%M:%SZ", time.gmtime(seconds)))
+    """UTC, as ``YYYYMMDDTHH:MM:SS``: xend's form (xmlrpclib's DateTime of
+    gmtime), which Python's XML-RPC clients parse with use_builtin_types too;
+    the ``Z`` that XenServer appends breaks them."""
+    return DateTime(time.strftime("%Y%m%dT%H:%M:%S", time.gmtime(seconds)))
 
 
 def _escape(text: str) -> str:
