@@ -71,6 +71,7 @@ C_TYPES: Dict[type, str] = {
     libxen.xen_arch_domainconfig: "struct xen_arch_domainconfig",
     libxen.xc_vcpuinfo_t: "xc_vcpuinfo_t",
     libxen.xc_error: "xc_error",
+    libxen.xc_cpupoolinfo_t: "xc_cpupoolinfo_t",
     libxen.xen_compile_info_t: "xen_compile_info_t",
     libxen.xen_platform_parameters_t: "xen_platform_parameters_t",
 }

@@ -164,3 +164,28 @@ class Node:
 
     def progress(self) -> list:
         return self.domains.progress()
+
+    def pciinfo(self) -> Optional[list]:
+        """The host's PCI devices that can be passed through, as ``(dev (domain 0x0000)
+        (bus 0x00) (slot 0x1f) (func 0x2))``; None when the host has no pciback."""
+        found = self.hypervisor.pci_assignable()
+        if found is None:
+            return None
+        out = []
+        for key in found:
+            domain, bus, rest = key.split(":")
+            slot, func = rest.split(".")
+            out.append(["dev", ["domain", "0x" + domain], ["bus", "0x" + bus],
+                        ["slot", "0x" + slot], ["func", "0x" + func]])
+        return out
+
+    def send_debug_keys(self, keys: Any) -> None:
+        """Type ``keys`` at the hypervisor's debug console (``xm debug-keys``)."""
+        from xend.errors import HypervisorError, XendError
+        text = "" if keys is None else str(keys)
+        if not text:
+            raise XendError("No debug keys given")
+        try:
+            self.hypervisor.send_debug_keys(text)
+        except HypervisorError as e:
+            raise XendError(str(e.message)) from None

@@ -462,6 +462,11 @@ def config_sxp(cfg: DomainConfig) -> list:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def normalise_atoms(value: Any) -> Any:
+    """``value`` with every atom a string (as SXP has them)."""
+    return _normalise(value)
+
+
 def _normalise(value: Any) -> Any:
     """Atoms as strings (XML-RPC clients may send ints and floats)."""
     if isinstance(value, (list, tuple)):

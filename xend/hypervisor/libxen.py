@@ -35,6 +35,7 @@ XEN_DOMCTL_CDF_hap = 1 << 1
 XEN_VCPUAFFINITY_HARD = 1 << 0
 XEN_VCPUAFFINITY_SOFT = 1 << 1
 XEN_SCHEDULERS = {5: "credit", 6: "credit2", 7: "arinc653", 8: "rtds", 9: "null"}
+XEN_SCHEDULER_IDS = {name: number for number, name in XEN_SCHEDULERS.items()}
 XEN_SCHEDULER_CREDIT = 5
 XEN_SCHEDULER_CREDIT2 = 6
 # xen/arch-x86/xen.h: what libxl gives an HVM guest (XEN_X86_EMU_ALL without VPCI)
@@ -112,6 +113,11 @@ class xc_vcpuinfo_t(Structure):             # struct xen_domctl_getvcpuinfo
     ]
 
 
+class xc_cpupoolinfo_t(Structure):
+    _fields_ = [("cpupool_id", c_uint32), ("sched_id", c_uint32), ("n_dom", c_uint32),
+                ("cpumap", POINTER(c_uint8))]
+
+
 class xc_error(Structure):
     _fields_ = [("code", c_int), ("message", c_char * 1024)]
 
@@ -158,6 +164,14 @@ XENCTRL_FUNCTIONS: Dict[str, Tuple[object, List[object]]] = {
                                             POINTER(xen_domctl_sched_credit2)]),
     "xc_sched_credit2_domain_set": (c_int, [c_void_p, c_uint32,
                                             POINTER(xen_domctl_sched_credit2)]),
+    "xc_cpupool_create": (c_int, [c_void_p, POINTER(c_uint32), c_uint32]),
+    "xc_cpupool_destroy": (c_int, [c_void_p, c_uint32]),
+    # NULL when no pool has an id from poolid on; freed with xc_cpupool_infofree
+    "xc_cpupool_getinfo": (POINTER(xc_cpupoolinfo_t), [c_void_p, c_uint32]),
+    "xc_cpupool_infofree": (None, [c_void_p, POINTER(xc_cpupoolinfo_t)]),
+    "xc_cpupool_addcpu": (c_int, [c_void_p, c_uint32, c_int]),
+    "xc_cpupool_removecpu": (c_int, [c_void_p, c_uint32, c_int]),
+    "xc_cpupool_movedomain": (c_int, [c_void_p, c_uint32, c_uint32]),
 }
 
 # libxenguest works on libxenctrl's handle (xc_interface *)

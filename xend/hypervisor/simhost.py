@@ -14,14 +14,14 @@ def physinfo(nr_cpus: int, total_kib: int, free_kib: int) -> PhysInfo:
                     virt_caps="hvm hvm_directio", total_kib=total_kib, free_kib=free_kib)
 
 
-def version(dom0_mib: int) -> VersionInfo:
+def version(dom0_mib: int, scheduler: str = "credit") -> VersionInfo:
     return VersionInfo(
         major=4, minor=17, extra=XEN_EXTRA,
         capabilities="xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64",
         changeset="Tue Nov 5 10:00:00 2024 +0000 git:2445b30a44",
         pagesize=PAGE_SIZE,
         commandline=f"placeholder dom0_mem={dom0_mib}M,max:{dom0_mib}M loglvl=all",
-        scheduler="credit",
+        scheduler=scheduler,
         cc_compiler="gcc (Debian 12.2.0-14) 12.2.0",
         cc_compile_by="pkg-xen-devel",
         cc_compile_domain="lists.alioth.debian.org",
@@ -82,3 +82,28 @@ def boot_log(nr_cpus: int, total_kib: int, dom0_kib: int) -> str:
         "(XEN) Freed 644kB init memory",
     ]
     return "\n".join(lines) + "\n"
+
+
+#: what Xen 4.17's keyhandlers say when their key is pressed (``xm debug-keys``)
+DEBUG_KEYS = {
+    "h": "showing installed handlers",
+    "d": "dump registers",
+    "e": "dump evtchn info",
+    "g": "print grant table usage",
+    "i": "dump interrupt bindings",
+    "m": "memory info",
+    "n": "NMI statistics",
+    "q": "dump domain (and guest debug) info",
+    "r": "dump run queues",
+    "s": "dump softtsc stats",
+    "t": "display multi-cpu clock info",
+    "u": "dump NUMA info",
+    "v": "dump VT-x VMCSs",
+    "z": "dump IOAPIC info",
+    "0": "dump Dom0 registers",
+    "*": "print all diagnostics",
+}
+
+
+def debug_key(key: str) -> str:
+    return DEBUG_KEYS.get(key, "no handler for this key")

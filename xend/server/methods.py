@@ -17,6 +17,9 @@ DOMAIN_METHODS = (
     "create", "restore", "new", "start", "delete", "suspend", "resume", "pause", "unpause",
     "destroy", "save", "migrate", "dump", "pincpu", "maxmem_set", "sched_credit_get",
     "sched_credit_set", "reset", "setpauseflag", "getpauseflag",
+    # devices after the build
+    "device_create", "device_configure", "destroyDevice", "getDeviceSxprs",
+    "getBlockDeviceClass",
 )
 
 
@@ -37,6 +40,8 @@ def build_method_table(node) -> Dict[str, Callable]:
         "xend.node.dmesg.info": node.dmesg_info,
         "xend.node.dmesg.clear": node.dmesg_clear,
         "xend.node.progress": node.progress,
+        "xend.node.pciinfo": node.pciinfo,
+        "xend.node.send_debug_keys": node.send_debug_keys,
     }
     for name in DOMAIN_METHODS:
         table["xend.domain." + name] = getattr(reg, "domain_" + name)

@@ -251,3 +251,85 @@ def sched_credit(rows: Iterable[dict]) -> str:
                                    "weight": to_int(row["weight"], -1),
                                    "cap": to_int(row["cap"], -1)})
     return "\n".join(lines) + "\n"
+
+
+# -- xm block-list / network-list / pci-list -----------------------------------------------------
+BLOCK_HEADER = "Vdev  BE handle state evt-ch ring-ref BE-path"
+BLOCK_ROW = ("%(idx)-5d  %(backend-id)-3d  %(handle)-3d   %(state)-3d    %(event-ch)-3d    "
+             "%(ring-ref)-5d %(be-path)-30s  ")
+NETWORK_HEADER = "Idx BE     MAC Addr.     handle state evt-ch tx-/rx-ring-ref BE-path"
+NETWORK_ROW = ("%(idx)-3d %(backend-id)-3d%(mac)-17s    %(handle)-3d   %(state)-3d    "
+               "%(event-ch)-3d   %(tx-ring-ref)-5d/%(rx-ring-ref)-5d   %(be-path)-30s  ")
+#: key -> (field in the frontend's entries, type, default)
+_DEV_FIELDS = {
+    "backend-id": ("backend-id", int, -1), "handle": ("handle", int, 0),
+    "state": ("state", int, -1), "be-path": ("backend", str, "??"),
+    "event-ch": ("event-channel", int, -1), "tx-ring-ref": ("tx-ring-ref", int, -1),
+    "rx-ring-ref": ("rx-ring-ref", int, -1), "mac": ("mac", str, "??"),
+    "ring-ref": ("ring-ref", int, -1),
+}
+
+
+def device_info(entries: Any) -> dict:
+    """The columns of one device of ``getDeviceSxprs`` (its ``[[key, value], ...]``)."""
+    values = {}
+    for item in entries if isinstance(entries, list) else []:
+        if isinstance(item, list) and len(item) > 1 and item[0] not in values:
+            values[item[0]] = item[1]
+    out = {}
+    for key, (name, kind, default) in _DEV_FIELDS.items():
+        value = values.get(name, default)
+        try:
+            out[key] = kind(value) if kind is str else to_int(value, default)
+        except (TypeError, ValueError):
+            out[key] = default
+    return out
+
+
+def _device_rows(devs: Iterable[Any], header: str, row: str) -> str:
+    lines = []
+    for dev in devs:
+        if not (isinstance(dev, list) and len(dev) > 1):
+            continue
+        if not lines:
+            lines.append(header)
+        info = device_info(dev[1])
+        info["idx"] = to_int(dev[0])
+        lines.append(row % info)
+    return "".join(line + "\n" for line in lines)
+
+
+def block_list(devs: Iterable[Any]) -> str:
+    """``xm block-list``: nothing at all for a domain without disks."""
+    return _device_rows(devs, BLOCK_HEADER, BLOCK_ROW)
+
+
+def network_list(devs: Iterable[Any]) -> str:
+    return _device_rows(devs, NETWORK_HEADER, NETWORK_ROW)
+
+
+AUTO_PHP_SLOT = 0x100
+
+
+def pci_list(devs: Iterable[dict]) -> str:
+    """``xm pci-list``: ``Vdev Device`` (or ``Device`` when no device has a virtual slot),
+    ordered by virtual slot then address; nothing without devices."""
+    rows = []
+    for d in devs:
+        num = {k: int(str(d.get(k, "0")), 16) for k in ("domain", "bus", "slot", "func")}
+        num["vdevfn"] = int(str(d.get("vdevfn", "0x100")), 16)
+        rows.append(num)
+    if not rows:
+        return ""
+    rows.sort(key=lambda x: ((x["vdevfn"] - (x["vdevfn"] & 7)) << 32)
+              | (x["domain"] << 16) | (x["bus"] << 8) | (x["slot"] << 3) | x["func"])
+    with_vslot = any(not x["vdevfn"] & AUTO_PHP_SLOT for x in rows)
+    lines = ["Vdev Device" if with_vslot else "Device"]
+    for x in rows:
+        text = "%(domain)04x:%(bus)02x:%(slot)02x.%(func)x" % x
+        if with_vslot:
+            vslot = "-" if x["vdevfn"] & AUTO_PHP_SLOT else \
+                "%02x.%01x" % (x["vdevfn"] >> 3, x["vdevfn"] & 7)
+            text = "%-4s " % vslot + text
+        lines.append(text)
+    return "".join(line + "\n" for line in lines)

@@ -104,6 +104,38 @@ COMMANDS = {
              (("-c", "--config", "List Xend configuration parameters"),
               ("-n", "--numa", "List host NUMA topology information"))),
     "log": ("host", "log", "", "Print Xend log.", ()),
+    # devices
+    "block-attach": ("devices", "block_attach",
+                     "<Domain> <BackDev> <FrontDev> <Mode> [BackDomain]",
+                     "Create a new virtual block device.", ()),
+    "block-configure": ("devices", "block_configure",
+                        "<Domain> <BackDev> <FrontDev> <Mode> [BackDomain]",
+                        "Change block device configuration.", ()),
+    "block-detach": ("devices", "block_detach", "<Domain> <DevId> [-f|--force]",
+                     "Destroy a domain's virtual block device.", ()),
+    "block-list": ("devices", "block_list", "<Domain> [--long]",
+                   "List virtual block devices for a domain.",
+                   (("-l", "--long", "List resources as SXP"),)),
+    "network-attach": ("devices", "network_attach",
+                       "<Domain> [type=<type>] [mac=<mac>] [bridge=<bridge>] [ip=<ip>] "
+                       "[script=<script>] [backend=<BackDomain>] [vifname=<name>] "
+                       "[rate=<rate>] [model=<model>][accel=<accel>]",
+                       "Create a new virtual network device.", ()),
+    "network-detach": ("devices", "network_detach", "<Domain> <DevId|mac> [-f|--force]",
+                       "Destroy a domain's virtual network device.", ()),
+    "network-list": ("devices", "network_list", "<Domain> [--long]",
+                     "List virtual network interfaces for a domain.",
+                     (("-l", "--long", "List resources as SXP"),)),
+    "pci-attach": ("devices", "pci_attach",
+                   "[-o|--options=<opt>] <Domain> <domain:bus:slot.func> [virtual slot]",
+                   "Insert a new pass-through pci device.",
+                   (("-o", "--options=<opt>", "msitranslate=0|1 or power_mgmt=0|1"),)),
+    "pci-detach": ("devices", "pci_detach", "<Domain> <domain:bus:slot.func>",
+                   "Remove a domain's pass-through pci device.", ()),
+    "pci-list": ("devices", "pci_list", "<Domain>",
+                 "List pass-through pci devices for a domain.", ()),
+    "pci-list-assignable-devices": ("devices", "pci_list_assignable_devices", "",
+                                    "List all the assignable pci devices.", ()),
 }
 
 ALIASES = {"balloon": "mem-set", "set-vcpus": "vcpu-set"}

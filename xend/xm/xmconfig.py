@@ -421,27 +421,31 @@ _PCI_RE = re.compile(r"(?:(?P<domain>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2
 AUTO_PHP_SLOT = 0x100
 
 
+def pci_entry(spec: str) -> list:
+    """``[DDDD:]BB:SS.F[@VSLOT][,opt=v...]`` -> the ``(dev ...)`` entry of a ``(pci ...)``
+    device (``xm pci-attach`` and the ``pci`` variable)."""
+    name, *opts = [p.strip() for p in str(spec).split(",")]
+    m = _PCI_RE.match(name)
+    if not m:
+        raise ConfigFileError(f"Invalid pci specifier: {spec}")
+    domain = int(m.group("domain") or "0", 16)
+    bus, slot, func = int(m.group("bus"), 16), int(m.group("slot"), 16), int(m.group("func"))
+    vdevfn = int(m.group("vslot"), 16) << 3 if m.group("vslot") else AUTO_PHP_SLOT
+    dev: list = ["dev", ["domain", "0x%04x" % domain], ["bus", "0x%02x" % bus],
+                 ["slot", "0x%02x" % slot], ["func", "0x%x" % func],
+                 ["vdevfn", "0x%02x" % vdevfn],
+                 ["key", "%04x:%02x:%02x.%x" % (domain, bus, slot, func)]]
+    if opts:
+        pairs = _kv_pairs(",".join(opts))
+        for k in pairs:
+            if k not in ("msitranslate", "power_mgmt"):
+                raise ConfigFileError(f"Invalid pci option: {k}")
+        dev.append(["opts"] + [[k, v] for k, v in pairs.items()])
+    return dev
+
+
 def _pci(vals: Mapping[str, Any]) -> List[list]:
-    devs: list = []
-    for spec in _as_list(vals["pci"]):
-        name, *opts = [p.strip() for p in str(spec).split(",")]
-        m = _PCI_RE.match(name)
-        if not m:
-            raise ConfigFileError(f"Invalid pci specifier: {spec}")
-        domain = int(m.group("domain") or "0", 16)
-        bus, slot, func = int(m.group("bus"), 16), int(m.group("slot"), 16), int(m.group("func"))
-        vdevfn = int(m.group("vslot"), 16) << 3 if m.group("vslot") else AUTO_PHP_SLOT
-        dev: list = ["dev", ["domain", "0x%04x" % domain], ["bus", "0x%02x" % bus],
-                     ["slot", "0x%02x" % slot], ["func", "0x%x" % func],
-                     ["vdevfn", "0x%02x" % vdevfn],
-                     ["key", "%04x:%02x:%02x.%x" % (domain, bus, slot, func)]]
-        if opts:
-            pairs = _kv_pairs(",".join(opts))
-            for k in pairs:
-                if k not in ("msitranslate", "power_mgmt"):
-                    raise ConfigFileError(f"Invalid pci option: {k}")
-            dev.append(["opts"] + [[k, v] for k, v in pairs.items()])
-        devs.append(dev)
+    devs = [pci_entry(spec) for spec in _as_list(vals["pci"])]
     return [["device", ["pci"] + devs]] if devs else []
 
 
