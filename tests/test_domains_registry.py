@@ -500,12 +500,18 @@ def test_dying_domains_are_ignored_at_start(env, caplog, monkeypatch):
 def test_every_exported_method_exists(env):
     from xend.server.methods import build_method_table
 
+    from xend.cpupools import CpuPools
+
     class FakeNode:
         domains = env.reg
-        info = log_text = dmesg_info = dmesg_clear = progress = staticmethod(lambda: None)
+        cpupools = CpuPools(env.hv, env.reg, str(env.tmp / "state"))
+        info = log_text = dmesg_info = dmesg_clear = progress = pciinfo = send_debug_keys = \
+            staticmethod(lambda: None)
 
     table = build_method_table(FakeNode())
     assert table["xend.domain.create"] == env.reg.domain_create
+    assert table["xend.domain.device_create"] == env.reg.domain_device_create
+    assert table["xend.cpu_pool.list"] == FakeNode.cpupools.pool_list
     assert all(callable(f) for f in table.values())
 
 

@@ -26,6 +26,7 @@ class Node:
         self.log_path = log_path or opts["logfile"]
         self.hypervisor = None
         self.domains = None
+        self.cpupools = None
         self.listeners = Listeners(self._listener_specs)
         self._xenapi = None
 
@@ -51,6 +52,9 @@ class Node:
         log.info("Hypervisor backend: %s", self.hypervisor.name)
         self.domains = DomainRegistry(self.opts, self.hypervisor)
         self.domains.start()
+        from xend.cpupools import CpuPools
+        self.cpupools = CpuPools(self.hypervisor, self.domains, self.opts["xend-state-path"])
+        self.cpupools.start()
         from xend.relocation import attach
         attach(self)  # the migrator, and repair of migrations a killed xend left half-done
         self.listeners.start(self.opts)
@@ -134,7 +138,7 @@ class Node:
             "cpu_mhz": phys.cpu_khz // 1000, "hw_caps": phys.hw_caps,
             "virt_caps": phys.virt_caps,
             "total_memory": phys.total_kib // mib, "free_memory": phys.free_kib // mib,
-            "free_cpus": 0,
+            "free_cpus": self._free_cpus(phys.nr_cpus),
             "xen_major": ver.major, "xen_minor": ver.minor, "xen_extra": ver.extra,
             "xen_caps": ver.capabilities, "xen_scheduler": ver.scheduler,
             "xen_pagesize": ver.pagesize, "platform_params": ver.platform_params,
@@ -147,6 +151,14 @@ class Node:
         }
         pairs = [[key, values[key]] for key in INFO_KEYS]
         return pairs
+
+    def _free_cpus(self, nr_cpus: int) -> int:
+        """CPUs in no CPU pool."""
+        from xend.errors import HypervisorError
+        try:
+            return nr_cpus - sum(len(p.cpus) for p in self.hypervisor.cpupool_list())
+        except HypervisorError:
+            return 0
 
     def log_text(self) -> str:
         try:

@@ -8,6 +8,7 @@ import time
 from typing import Optional, Tuple
 
 from xend import sxp
+from xend.cpupools import POOL0_NAME, pool_id_by_name
 from xend.errors import HypervisorError, VmError, XendError
 from xend.hypervisor.base import DOM0_UUID, DomainInfo
 
@@ -77,6 +78,11 @@ class LifecycleMixin:
                                 "ignored", cfg.name, v, wanted)
             if (cfg.cpu_weight, cfg.cpu_cap) != (cfgmod.DEFAULT_WEIGHT, cfgmod.DEFAULT_CAP):
                 hv.sched_credit_set(domid, cfg.cpu_weight, cfg.cpu_cap)
+            if cfg.pool_name and cfg.pool_name != POOL0_NAME:
+                poolid = pool_id_by_name(hv, cfg.pool_name)
+                if poolid is None:
+                    raise VmError("unknown pool %s" % cfg.pool_name)
+                hv.cpupool_move_domain(poolid, domid)
         except HypervisorError as e:
             raise VmError("Creating domain failed: name=%s: %s" % (cfg.name, e.message)) \
                 from None

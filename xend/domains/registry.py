@@ -11,7 +11,8 @@ The public surface is split by subject over a few modules (mixins of this class)
 * ``operations``   the per-domain calls (pause, shutdown, mem-set, vcpus, dump, console ...);
 * ``saverestore``  save/restore/suspend/resume and the stream functions for relocation;
 * ``managed``      new/start/delete, the managed-domain store, autostart and on_xend_stop;
-* ``hotplug``      devices added, changed and removed after the build (block-attach ...).
+* ``hotplug``      devices added, changed and removed after the build (block-attach ...);
+* ``schedulers``   credit2 weights, and sedf's refusal.
 
 For the relocation code: ``save_to_stream(dom, fileobj, live, keep_running, node=,
 migrating=, step=)``, ``restore_from_stream(fileobj, relocating, paused)`` (returns the
@@ -41,6 +42,7 @@ from . import config as cfgmod
 from .domain import Domain
 from .events import EventsMixin
 from .hotplug import DeviceOpsMixin
+from .schedulers import SchedulersMixin
 from .lifecycle import LifecycleMixin
 from .managed import ManagedMixin
 from .operations import OperationsMixin
@@ -58,7 +60,7 @@ EVENT_INTERVAL = 0.5            # the event thread looks at the domains at least
 
 
 class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMixin,
-                     ManagedMixin, DeviceOpsMixin):
+                     ManagedMixin, DeviceOpsMixin, SchedulersMixin):
     """The domains of one host. Timing constants are attributes (and keyword arguments) so
     that tests can shorten them."""
 

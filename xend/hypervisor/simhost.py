@@ -29,7 +29,11 @@ def version(dom0_mib: int, scheduler: str = "credit") -> VersionInfo:
         platform_params="virt_start=0xffff800000000000")
 
 
-def boot_log(nr_cpus: int, total_kib: int, dom0_kib: int) -> str:
+SCHEDULER_NAMES = {"credit": "SMP Credit Scheduler (credit)",
+                   "credit2": "SMP Credit Scheduler rev2 (credit2)"}
+
+
+def boot_log(nr_cpus: int, total_kib: int, dom0_kib: int, scheduler: str = "credit") -> str:
     """A plausible Xen 4.17 console ring after boot (``xm dmesg``)."""
     total_mib = total_kib // 1024
     lines = [
@@ -56,7 +60,7 @@ def boot_log(nr_cpus: int, total_kib: int, dom0_kib: int) -> str:
         "(XEN) Faking a node at 0000000000000000-%016x" % (total_kib * 1024),
         "(XEN) Domain heap initialised",
         "(XEN) Using APIC driver default",
-        "(XEN) Using scheduler: SMP Credit Scheduler (credit)",
+        f"(XEN) Using scheduler: {SCHEDULER_NAMES.get(scheduler, scheduler)}",
         "(XEN) Platform timer is 3.580MHz ACPI PM Timer",
         "(XEN) Detected 2400.000 MHz processor.",
         "(XEN) Intel VT-d iommu 0 supported page sizes: 4kB, 2MB, 1GB",

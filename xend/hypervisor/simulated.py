@@ -133,7 +133,7 @@ class SimulatedHypervisor(Hypervisor):
                    "pools": [{"poolid": 0, "sched": scheduler,
                               "cpus": list(range(nr_cpus))}], "next_poolid": 1,
                    "domains": [guest.dom0_record(nr_cpus, dom0, total, now)]}
-            atomic_write(self._ring_path(), simhost.boot_log(nr_cpus, total, dom0).encode())
+            atomic_write(self._ring_path(), simhost.boot_log(nr_cpus, total, dom0, scheduler).encode())
             self._table.save(doc)
 
     def _load(self) -> dict:

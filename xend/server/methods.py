@@ -20,7 +20,12 @@ DOMAIN_METHODS = (
     # devices after the build
     "device_create", "device_configure", "destroyDevice", "getDeviceSxprs",
     "getBlockDeviceClass",
+    "send_trigger", "sched_credit2_get", "sched_credit2_set", "cpu_sedf_get", "cpu_sedf_set",
 )
+
+# xend.cpu_pool.<name> -> CpuPools.pool_<name>
+CPU_POOL_METHODS = ("create", "new", "start", "list", "destroy", "delete", "cpu_add",
+                    "cpu_remove", "migrate")
 
 
 def _unsupported(*_args) -> None:
@@ -45,4 +50,6 @@ def build_method_table(node) -> Dict[str, Callable]:
     }
     for name in DOMAIN_METHODS:
         table["xend.domain." + name] = getattr(reg, "domain_" + name)
+    for name in CPU_POOL_METHODS:
+        table["xend.cpu_pool." + name] = getattr(node.cpupools, "pool_" + name)
     return table

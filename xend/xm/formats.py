@@ -26,6 +26,8 @@ UPTIME_ROW_PREFIX = "%(name)-32s %(domid)5s "
 
 CREDIT_HEADER = "%-33s %4s %6s %4s" % ("Name", "ID", "Weight", "Cap")
 CREDIT_ROW = "%(name)-32s %(domid)5s %(weight)6d %(cap)4d"
+CREDIT2_HEADER = "%-33s %4s %6s" % ("Name", "ID", "Weight")
+CREDIT2_ROW = "%(name)-32s %(domid)5s %(weight)6d"
 
 INFO_ROW = "%-23s:"
 
@@ -97,6 +99,21 @@ def list_brief(records: Iterable[list]) -> str:
     lines = [LIST_HEADER]
     lines.extend(LIST_ROW % domain_summary(r) for r in records)
     return "\n".join(lines) + "\n"
+
+
+LABEL_HEADER = LIST_HEADER + " %-10s" % "Label"
+LABEL_ROW = LIST_ROW + " %(seclabel)10s"
+
+
+def list_label(records: Iterable[list]) -> str:
+    """``xm list --label``: the Label column too, rows ordered by label."""
+    rows = []
+    for r in records:
+        d = domain_summary(r)
+        d["seclabel"] = _text(child_value(r, "security_label", "") or "")
+        rows.append((d["seclabel"].lower(), LABEL_ROW % d))
+    rows.sort(key=lambda row: row[0])
+    return "\n".join([LABEL_HEADER] + [row for _, row in rows]) + "\n"
 
 
 def list_long(records: Iterable[list], width: int = 80) -> str:
@@ -245,11 +262,19 @@ def uptime(records: Iterable[list], now: float, dom0_uptime: Callable[[], float]
 # -- xm sched-credit ---------------------------------------------------------------------------
 def sched_credit(rows: Iterable[dict]) -> str:
     """``xm sched-credit``: rows of ``name``, ``domid`` (str, blank if inactive), weight, cap."""
-    lines = [CREDIT_HEADER]
+    return _sched_table(rows, CREDIT_HEADER, CREDIT_ROW, ("weight", "cap"))
+
+
+def sched_credit2(rows: Iterable[dict]) -> str:
+    """``xm sched-credit2``: rows of ``name``, ``domid``, weight."""
+    return _sched_table(rows, CREDIT2_HEADER, CREDIT2_ROW, ("weight",))
+
+
+def _sched_table(rows: Iterable[dict], header: str, row_format: str, keys) -> str:
+    lines = [header]
     for row in rows:
-        lines.append(CREDIT_ROW % {"name": row["name"], "domid": row["domid"],
-                                   "weight": to_int(row["weight"], -1),
-                                   "cap": to_int(row["cap"], -1)})
+        values = {k: to_int(row[k], -1) for k in keys}
+        lines.append(row_format % dict(values, name=row["name"], domid=row["domid"]))
     return "\n".join(lines) + "\n"
 
 
@@ -333,3 +358,49 @@ def pci_list(devs: Iterable[dict]) -> str:
             text = "%-4s " % vslot + text
         lines.append(text)
     return "".join(line + "\n" for line in lines)
+
+
+# -- xm top (xentop's columns) --------------------------------------------------------------------
+TOP_FIELDS = (("NAME", 10), ("STATE", 6), ("CPU(sec)", 10), ("CPU(%)", 6), ("MEM(k)", 10),
+              ("MEM(%)", 6), ("MAXMEM(k)", 10), ("MAXMEM(%)", 9), ("VCPUS", 5), ("NETS", 4),
+              ("NETTX(k)", 8), ("NETRX(k)", 8), ("VBDS", 4), ("VBD_OO", 8), ("VBD_RD", 8),
+              ("VBD_WR", 8), ("VBD_RSECT", 10), ("VBD_WSECT", 10), ("SSID", 4))
+TOP_HEADER = " ".join("%*s" % (width, name) for name, width in TOP_FIELDS)
+#: xentop's state letters, in its order, and where the record's ``rbpscd`` has them
+_TOP_STATE = (("d", 5), ("s", 3), ("b", 1), ("c", 4), ("p", 2), ("r", 0))
+
+
+def top_state(state: str) -> str:
+    state = (state or "").ljust(6, "-")
+    return "".join(letter if state[at] == letter else "-" for letter, at in _TOP_STATE)
+
+
+def _count(record: Any, classes) -> int:
+    return sum(1 for d in children(record, "device") if len(d) > 1 and isinstance(d[1], list)
+               and d[1] and d[1][0] in classes)
+
+
+def top_rows(records: Iterable[list], total_kib: int, cpu_pct: Callable[[list], float],
+             full_name: bool = False) -> List[str]:
+    """One xentop row per record of an existing domain, by domain id."""
+    live = [r for r in records if child_value(r, "domid") is not None]
+    live.sort(key=lambda r: to_int(child_value(r, "domid")))
+    rows = []
+    for r in live:
+        name = _text(child_value(r, "name", ""))
+        mem = to_int(child_value(r, "memory", 0)) * 1024
+        maxmem = to_int(child_value(r, "maxmem", 0)) * 1024
+        total = float(total_kib or 1)
+        vbds = _count(r, ("vbd", "tap", "tap2"))
+        cols = [("%10s" % name) if full_name else "%10.10s" % name,
+                top_state(_text(child_value(r, "state", ""))),
+                "%10d" % int(to_float(child_value(r, "cpu_time", 0.0))),
+                "%6.1f" % cpu_pct(r), "%10d" % mem, "%6.1f" % (mem * 100.0 / total),
+                "%10d" % maxmem, "%9.1f" % (maxmem * 100.0 / total),
+                "%5d" % to_int(child_value(r, "online_vcpus", child_value(r, "vcpus", 1))),
+                "%4d" % _count(r, ("vif",)), "%8d" % 0, "%8d" % 0, "%4d" % vbds]
+        cols += ["%8d" % 0 if vbds else "%8c" % "-" for _ in range(3)]
+        cols += ["%10d" % 0 if vbds else "%10c" % "-" for _ in range(2)]
+        cols.append("%4d" % 0)
+        rows.append(" ".join(cols))
+    return rows

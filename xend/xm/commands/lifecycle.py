@@ -9,7 +9,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing is not imported at run time
     from typing import Any, List
 
-from xend.xm.commands import CommandError, Context, UsageError, domid_of, parse, sxp_child_value
+from xend.xm.commands import (CommandError, Context, UsageError, domid_of, parse, read_sxp_file,
+                              sxp_child_value)
 
 
 # -- create / new -----------------------------------------------------------------------------
@@ -54,17 +55,7 @@ def load_domain_configs(ctx: Context, o: Any) -> List[list]:
         except xenapi_xml.XmlConfigError as e:
             raise CommandError(str(e)) from None
     if o.config:
-        from xend import sxp
-
-        try:
-            values = sxp.parse_file(o.config)
-        except OSError as e:
-            raise CommandError(f"Cannot read file {o.config}: {e.strerror}") from None
-        except sxp.ParseError as e:
-            raise CommandError(str(e)) from None
-        if not values or not isinstance(values[0], list):
-            raise CommandError(f"No domain configuration in {o.config}")
-        return [values[0]]
+        return [read_sxp_file(o.config, "domain")]
     try:
         _, config = xmconfig.load(names[0] if names else "xmdefconfig", assignments,
                                   search_path=o.path or xmconfig.DEFAULT_PATH,
