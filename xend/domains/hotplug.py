@@ -16,7 +16,7 @@ import logging
 from typing import Any, List, Optional
 
 from xend import sxp
-from xend.errors import HypervisorError, VmError, XendError
+from xend.errors import HypervisorError, VMBadState, VmError, XendError
 
 from . import config as cfgmod
 from . import devices
@@ -136,7 +136,9 @@ class DeviceOpsMixin:
         start)."""
         d = self._get(dom)
         cls = str(deviceClass)
-        force, rm_cfg = bool_arg(force), bool_arg(rm_cfg)
+        # the original xm sent its flag itself ("-f", "--force") for a forced detach
+        force = bool_arg(force) or str(force) in ("-f", "--force")
+        rm_cfg = bool_arg(rm_cfg)
         if d.is_dom0:
             raise XendError("Cannot remove devices of privileged domain %s" % dom)
         with self._operation(d):
@@ -323,6 +325,55 @@ class DeviceOpsMixin:
             if key not in assignable:
                 raise VmError("pci: %s is not assignable: bind it to pciback first "
                               "(xm pci-list-assignable-devices)" % key)
+
+    # -- plugging a configured device (the Xen-API's VBD/VIF.plug and unplug) -------------------
+    def _by_uuid(self, d: Domain, uuid: str) -> Optional[int]:
+        devs = devices.assign_ids(d.config.devices, d.uuid)
+        for i, dev in enumerate(devs):
+            if isinstance(dev, list) and dev and devices.details(dev).get("uuid") == uuid:
+                return i
+        return None
+
+    def device_live(self, dom: Any, uuid: str) -> bool:
+        """The device with ``uuid`` is in the running domain now (its frontend is there)."""
+        d = self._get(dom)
+        index = self._by_uuid(d, uuid)
+        if index is None or not self._live(d):
+            return False
+        spec = self._device_spec(d.config, index)
+        path = devices.Device.frontend_path(d.domid, spec.cls, spec.devid)
+        try:
+            return self.hv.store_read(path + "/backend") is not None
+        except HypervisorError:
+            return False
+
+    def domain_device_plug(self, dom: Any, uuid: str) -> None:
+        """Put a device of the running domain's configuration into the guest."""
+        d = self._get(dom)
+        with self._operation(d):
+            index = self._by_uuid(d, uuid)
+            if index is None:
+                raise XendError("Device %s is not defined" % uuid)
+            if not self._live(d):
+                raise VMBadState("Domain '%s' is not started" % d.name)
+            new = self._changed_devices(d, d.config.devices)
+            spec = self._device_spec(new, index)
+            if self.device_live(d, uuid):
+                raise VmError("Device %s (%d, %s) is already connected."
+                              % (uuid, spec.devid, spec.cls))
+            with self._persisting(d, new):
+                self._attach_live(d, new, spec)
+
+    def domain_device_unplug(self, dom: Any, uuid: str, force: Any = False) -> None:
+        """Take a device out of the running guest; it stays in the configuration."""
+        d = self._get(dom)
+        with self._operation(d):
+            index = self._by_uuid(d, uuid)
+            if index is None:
+                raise XendError("Device %s is not defined" % uuid)
+            if not self._live(d) or not self.device_live(d, uuid):
+                raise VmError("Device %s not connected" % uuid)
+            self._detach_live(d, self._device_spec(d.config, index), bool_arg(force))
 
     # -- listing ---------------------------------------------------------------------------------
     def domain_getDeviceSxprs(self, dom: Any, deviceClass: Any) -> list:
