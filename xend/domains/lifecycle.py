@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from typing import Optional, Tuple
 
@@ -11,6 +12,7 @@ from xend import sxp
 from xend.cpupools import POOL0_NAME, pool_id_by_name
 from xend.errors import HypervisorError, VmError, XendError
 from xend.hypervisor.base import DOM0_UUID, DomainInfo
+from xend.hypervisor.hostcheck import HostLayout
 
 from . import buildspec
 from . import config as cfgmod
@@ -105,6 +107,25 @@ class LifecycleMixin:
                               % (cfg.name, e.message)) from None
         if devices.needs_device_model(cfg):
             devicemodel.start_log(self.settings, cfg, domid, hv.name)
+
+    def _check_boot_files(self, cfg: cfgmod.DomainConfig) -> None:
+        """As the original's image handling, before a guest boots: a PV guest's kernel and
+        ramdisk are files of this host, or its bootloader is installed (VmError)."""
+        if cfg.image_type != "linux":
+            return
+        if cfg.bootloader:
+            ver = self.hv.version()
+            if HostLayout(ver.major, ver.minor).bootloader(cfg.bootloader) is None:
+                raise VmError("Bootloader isn't executable: %s is not installed on this host"
+                              % cfg.bootloader)
+            return
+        if not cfg.kernel:
+            raise VmError("A PV guest needs a kernel or a bootloader: %s has neither"
+                          % cfg.name)
+        if not os.path.isfile(cfg.kernel):
+            raise VmError("Kernel image does not exist: %s" % cfg.kernel)
+        if cfg.ramdisk and not os.path.isfile(cfg.ramdisk):
+            raise VmError("Kernel ramdisk does not exist: %s" % cfg.ramdisk)
 
     # -- devices --------------------------------------------------------------------------------
     def _wait_for_devices(self, dom: Domain) -> None:

@@ -97,6 +97,7 @@ class OperationsMixin:
             info = d.info()
             if info is None:
                 raise VMBadState("Domain '%s' is not started" % dom)
+            self._check_boot_files(d.config)
             try:
                 self._teardown(d, keep_vm=True)
                 self._build(d, paused=True, fresh=False)

@@ -353,6 +353,7 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
     def domain_create(self, config: Any) -> list:
         """Create and build a domain from a ``(vm ...)`` config; it is left paused."""
         cfg = self._parse(config)
+        self._check_boot_files(cfg)
         with self._reserve(cfg):
             old = self._managed_inactive(cfg.uuid)
             dom = Domain(self.hv, cfg, managed=old is not None)

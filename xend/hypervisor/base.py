@@ -201,6 +201,23 @@ class Hypervisor(abc.ABC):
     @abc.abstractmethod
     def version(self) -> VersionInfo: ...
 
+    def topology(self) -> List[Tuple[int, int, int]]:
+        """(core, socket, node) of each CPU. This default derives them from physinfo (cores
+        and threads numbered in order, nodes of equal size)."""
+        p = self.physinfo()
+        threads = max(1, p.threads_per_core)
+        cores = max(1, p.cores_per_socket)
+        per_node = max(1, p.nr_cpus // max(1, p.nr_nodes))
+        return [((cpu // threads) % cores, cpu // (threads * cores), min(cpu // per_node,
+                                                                         p.nr_nodes - 1))
+                for cpu in range(p.nr_cpus)]
+
+    def numa_info(self) -> List[Tuple[int, int, int, List[int]]]:
+        """(total KiB, free KiB, DMA32-reachable KiB, distances to each node) of each NUMA
+        node. This default: the host as one node (10 = local, as ACPI's SLIT)."""
+        p = self.physinfo()
+        return [(p.total_kib, p.free_kib, min(p.total_kib, 4 << 20), [10])]
+
     @abc.abstractmethod
     def read_console_ring(self, clear: bool = False) -> str:
         """The hypervisor's console ring (``xm dmesg``); ``clear`` empties it after reading."""

@@ -44,6 +44,15 @@ XEN_X86_EMU_HVM = 0x3FF
 XEN_SYSCTL_PHYSCAP_hvm = 1 << 0
 XEN_SYSCTL_PHYSCAP_directio = 1 << 2
 XEN_SYSCTL_PHYSCAP_hap = 1 << 3
+XEN_SYSCTL_PHYSCAP_pv = 1 << 1
+XEN_SYSCTL_PHYSCAP_shadow = 1 << 4
+XEN_SYSCTL_PHYSCAP_iommu_hap_pt_share = 1 << 5
+XEN_SYSCTL_PHYSCAP_vmtrace = 1 << 6
+XEN_SYSCTL_PHYSCAP_vpmu = 1 << 7
+XEN_SYSCTL_PHYSCAP_gnttab_v1 = 1 << 8
+XEN_SYSCTL_PHYSCAP_gnttab_v2 = 1 << 9
+#: xen/sysctl.h: XEN_INVALID_{CORE,SOCKET,NODE}_ID (a CPU that is not there)
+XEN_INVALID_ID = 0xFFFFFFFF
 # xen/version.h
 XENVER_version = 0
 XENVER_extraversion = 1
@@ -118,6 +127,14 @@ class xc_cpupoolinfo_t(Structure):
                 ("cpumap", POINTER(c_uint8))]
 
 
+class xc_cputopo_t(Structure):             # struct xen_sysctl_cputopo
+    _fields_ = [("core", c_uint32), ("socket", c_uint32), ("node", c_uint32)]
+
+
+class xc_meminfo_t(Structure):              # struct xen_sysctl_meminfo
+    _fields_ = [("memsize", c_uint64), ("memfree", c_uint64)]
+
+
 class xc_error(Structure):
     _fields_ = [("code", c_int), ("message", c_char * 1024)]
 
@@ -172,6 +189,10 @@ XENCTRL_FUNCTIONS: Dict[str, Tuple[object, List[object]]] = {
     "xc_cpupool_addcpu": (c_int, [c_void_p, c_uint32, c_int]),
     "xc_cpupool_removecpu": (c_int, [c_void_p, c_uint32, c_int]),
     "xc_cpupool_movedomain": (c_int, [c_void_p, c_uint32, c_uint32]),
+    # with NULL arrays: the count in *max_cpus / *max_nodes
+    "xc_cputopoinfo": (c_int, [c_void_p, POINTER(c_uint), POINTER(xc_cputopo_t)]),
+    "xc_numainfo": (c_int, [c_void_p, POINTER(c_uint), POINTER(xc_meminfo_t),
+                            POINTER(c_uint32)]),
 }
 
 # libxenguest works on libxenctrl's handle (xc_interface *)

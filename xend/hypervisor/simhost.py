@@ -11,7 +11,7 @@ XEN_EXTRA = ".7"
 def physinfo(nr_cpus: int, total_kib: int, free_kib: int) -> PhysInfo:
     return PhysInfo(nr_cpus=nr_cpus, nr_nodes=1, cores_per_socket=nr_cpus,
                     threads_per_core=1, cpu_khz=CPU_KHZ, hw_caps=HW_CAPS,
-                    virt_caps="hvm hvm_directio", total_kib=total_kib, free_kib=free_kib)
+                    virt_caps="pv hvm hvm_directio pv_directio hap shadow gnttab-v1 gnttab-v2", total_kib=total_kib, free_kib=free_kib)
 
 
 def version(dom0_mib: int, scheduler: str = "credit") -> VersionInfo:

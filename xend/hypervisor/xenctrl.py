@@ -118,17 +118,32 @@ class XenctrlHypervisor(Hypervisor):
 
     def physinfo(self) -> PhysInfo:
         info = self._physinfo_raw()
-        caps = []
-        if info.capabilities & X.XEN_SYSCTL_PHYSCAP_hvm:
-            caps.append("hvm")
-        if info.capabilities & X.XEN_SYSCTL_PHYSCAP_directio:
-            caps.append("hvm_directio")
         return PhysInfo(nr_cpus=info.nr_cpus, nr_nodes=info.nr_nodes,
                         cores_per_socket=info.cores_per_socket,
                         threads_per_core=info.threads_per_core, cpu_khz=info.cpu_khz,
                         hw_caps=":".join("%08x" % word for word in info.hw_cap),
-                        virt_caps=" ".join(caps), total_kib=info.total_pages * 4,
+                        virt_caps=virt_caps(info.capabilities),
+                        total_kib=info.total_pages * 4,
                         free_kib=info.free_pages * 4, scrub_kib=info.scrub_pages * 4)
+
+    def topology(self) -> List[Tuple[int, int, int]]:
+        """libxenctrl's CPU topology (a CPU not there: its numbers as -1)."""
+        count = c_uint(0)
+        self._call("xc_cputopoinfo", byref(count), None)
+        cpus = (X.xc_cputopo_t * count.value)()
+        self._call("xc_cputopoinfo", byref(count), cpus)
+        return [tuple(-1 if v == X.XEN_INVALID_ID else v for v in (c.core, c.socket, c.node))
+                for c in cpus[:count.value]]
+
+    def numa_info(self) -> List[Tuple[int, int, int, List[int]]]:
+        count = c_uint(0)
+        self._call("xc_numainfo", byref(count), None, None)
+        n = count.value
+        mem = (X.xc_meminfo_t * n)()
+        dist = (c_uint32 * (n * n))()
+        self._call("xc_numainfo", byref(count), mem, dist)
+        return [(m.memsize // 1024, m.memfree // 1024, min(m.memsize // 1024, 4 << 20),
+                 [dist[i * n + j] for j in range(n)]) for i, m in enumerate(mem[:n])]
 
     def version(self) -> VersionInfo:
         packed = self._call("xc_version", X.XENVER_version, None)
@@ -583,6 +598,21 @@ def pciback_devices(driver: str = PCIBACK) -> Optional[List[str]]:
         return None
     found = [n for n in names if len(n) == 12 and n[4] == ":" and n[7] == ":" and n[10] == "."]
     return sorted(found)
+
+
+def virt_caps(capabilities: int) -> str:
+    """The host's virtualisation features, named and ordered as ``xl info`` shows them."""
+    c = capabilities
+    names = [("pv", c & X.XEN_SYSCTL_PHYSCAP_pv), ("hvm", c & X.XEN_SYSCTL_PHYSCAP_hvm),
+             ("hvm_directio", c & X.XEN_SYSCTL_PHYSCAP_hvm and c & X.XEN_SYSCTL_PHYSCAP_directio),
+             ("pv_directio", c & X.XEN_SYSCTL_PHYSCAP_pv and c & X.XEN_SYSCTL_PHYSCAP_directio),
+             ("hap", c & X.XEN_SYSCTL_PHYSCAP_hap), ("shadow", c & X.XEN_SYSCTL_PHYSCAP_shadow),
+             ("iommu_hap_pt_share", c & X.XEN_SYSCTL_PHYSCAP_iommu_hap_pt_share),
+             ("vmtrace", c & X.XEN_SYSCTL_PHYSCAP_vmtrace),
+             ("vpmu", c & X.XEN_SYSCTL_PHYSCAP_vpmu),
+             ("gnttab-v1", c & X.XEN_SYSCTL_PHYSCAP_gnttab_v1),
+             ("gnttab-v2", c & X.XEN_SYSCTL_PHYSCAP_gnttab_v2)]
+    return " ".join(name for name, present in names if present)
 
 
 def _domid(domid: int) -> int:

@@ -116,11 +116,29 @@ def list_label(records: Iterable[list]) -> str:
     return "\n".join([LABEL_HEADER] + [row for _, row in rows]) + "\n"
 
 
+def py2_float(value: float) -> str:
+    """A float as the original's Python 2 ``str()`` showed it: 12 significant digits, a
+    ``.0`` kept (``1357749308.05``, ``24.116146647``, ``0.0``)."""
+    text = "%.12g" % value
+    if all(c in "0123456789-" for c in text):
+        text += ".0"
+    return text
+
+
+def _py2_floats(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_py2_floats(v) for v in value]
+    if isinstance(value, float):
+        return py2_float(value)
+    return value
+
+
 def list_long(records: Iterable[list], width: int = 80) -> str:
-    """``xm list -l``: each record pretty-printed as SXP."""
+    """``xm list -l``: each record pretty-printed as SXP (floats as the original showed
+    them)."""
     from xend.sxp import prettyprint
 
-    return "".join(prettyprint(r, width) for r in records)
+    return "".join(prettyprint(_py2_floats(r), width) for r in records)
 
 
 # -- xm info -----------------------------------------------------------------------------------

@@ -12,15 +12,23 @@ _UNITS = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 MIB = 1024 ** 2
 
 
-def mem_mib(text: str) -> int:
-    """``512``, ``512m``, ``1g``, ``524288k`` -> MiB (integer; ``ValueError`` if malformed)."""
+def mem_mib(text: str, warn=None) -> int:
+    """``512``, ``512m``, ``1g``, ``524288k`` -> MiB (integer; ``ValueError`` if malformed).
+    Another letter is, as the original took it, a unit of bytes (``warn`` is told
+    ``ignoring unknown unit``): ``10x`` is 0 MiB, which xend then refuses."""
     text = text.strip()
     if text[-1:].isalpha():
         base = _UNITS.get(text[-1].lower())
         if base is None:
-            raise ValueError(f"unknown unit in {text!r}")
+            if warn is not None:
+                warn("ignoring unknown unit")
+            base = 1
         return int(text[:-1]) * base // MIB
     return int(text)
+
+
+def _say(ctx: Context):
+    return lambda text: ctx.write(text + "\n")
 
 
 def cpu_list(spec: str) -> str:
@@ -50,13 +58,13 @@ def _dom_value(ctx: Context, command: str, args: List[str], metavar: str):
 
 def mem_set(ctx: Context, args: List[str]) -> int:
     dom, mem = _dom_value(ctx, "mem-set", args, "Mem")
-    ctx.server.xend.domain.setMemoryTarget(dom, mem_mib(mem))
+    ctx.server.xend.domain.setMemoryTarget(dom, mem_mib(mem, _say(ctx)))
     return 0
 
 
 def mem_max(ctx: Context, args: List[str]) -> int:
     dom, mem = _dom_value(ctx, "mem-max", args, "Mem")
-    ctx.server.xend.domain.maxmem_set(dom, mem_mib(mem))
+    ctx.server.xend.domain.maxmem_set(dom, mem_mib(mem, _say(ctx)))
     return 0
 
 
