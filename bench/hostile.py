@@ -190,7 +190,7 @@ def probe_config(tmp: Path, tree: Optional[str]) -> List[str]:
 
 # -- race ---------------------------------------------------------------------------------------
 DOMAIN = ["vm", ["name", "racer"], ["memory", "16"], ["vcpus", "1"],
-          ["image", ["linux", ["kernel", "/boot/vmlinuz-sim"]]]]
+          ["image", ["linux", ["kernel", sys.executable]]]]
 
 
 def probe_race(tmp: Path, tree: Optional[str], tries: int = 50) -> List[str]:

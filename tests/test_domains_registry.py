@@ -57,9 +57,11 @@ def test_create_leaves_domain_paused_and_returns_record(env):
     assert rec[0] == "domain"
     assert child(rec, "state") == "--p---" and child(rec, "status") == 1
     assert child(rec, "memory") == 96 and child(rec, "vcpus") == 2
-    # vif-script (default vif-bridge) fills in the script the vif's backend runs
-    assert child(rec, "device") == ["vif", ["mac", "00:16:3e:00:00:01"],
-                                    ["script", "vif-bridge"]]
+    # vif-script (default vif-bridge) fills in the script the vif's backend runs; the vif
+    # gets the uuid, id and backend it keeps from then on
+    dev = child(rec, "device")
+    assert dev[:3] == ["vif", ["mac", "00:16:3e:00:00:01"], ["script", "vif-bridge"]]
+    assert dev[4:] == [["devid", "0"], ["backend", "0"]] and dev[3][0] == "uuid"
     domid = child(rec, "domid")
     assert env.hv.domain_info(domid).paused
     assert env.hv.store_read(f"/local/domain/{domid}/name") == "g1"
@@ -498,12 +500,18 @@ def test_dying_domains_are_ignored_at_start(env, caplog, monkeypatch):
 def test_every_exported_method_exists(env):
     from xend.server.methods import build_method_table
 
+    from xend.cpupools import CpuPools
+
     class FakeNode:
         domains = env.reg
-        info = log_text = dmesg_info = dmesg_clear = progress = staticmethod(lambda: None)
+        cpupools = CpuPools(env.hv, env.reg, str(env.tmp / "state"))
+        info = log_text = dmesg_info = dmesg_clear = progress = pciinfo = send_debug_keys = \
+            staticmethod(lambda: None)
 
     table = build_method_table(FakeNode())
     assert table["xend.domain.create"] == env.reg.domain_create
+    assert table["xend.domain.device_create"] == env.reg.domain_device_create
+    assert table["xend.cpu_pool.list"] == FakeNode.cpupools.pool_list
     assert all(callable(f) for f in table.values())
 
 

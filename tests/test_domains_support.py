@@ -2,6 +2,7 @@
 in tmp_path, domain configs, polling."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -15,6 +16,8 @@ from xend.options import Options
 REPO_ROOT_HINT = str(Path(__file__).resolve().parent.parent)
 HOST_MIB = 4096
 HOST_CPUS = 4
+#: a file of this host for the guests' kernel (xend checks that it exists, as the original)
+KERNEL = sys.executable
 FAST = dict(minimum_restart_time=0.0, shutdown_timeout=300.0, event_interval=0.05)
 
 
@@ -83,7 +86,7 @@ def vm(name: str, memory: int = 64, vcpus: int = 1, args: str = "", maxmem: Any 
     cfg.append(["vcpus", str(vcpus)])
     for key, value in keys.items():
         cfg.append([key, value if isinstance(value, list) else str(value)])
-    image = ["linux", ["kernel", "/boot/vmlinuz-sim"]]
+    image = ["linux", ["kernel", KERNEL]]
     if args:
         image.append(["args", args])
     cfg.append(["image", image])

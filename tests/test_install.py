@@ -215,8 +215,9 @@ def test_bash_completion_of_commands_options_and_domain_names(tmp_path):
         env = dict(x.env)
         assert complete([""], env) == sorted(COMMANDS)     # every command of the table
         assert complete(["pa"], env) == ["pause"]
-        assert complete(["help", "sh"], env) == ["shutdown"]
-        assert set(complete(["list", "--"], env)) == {"--long", "--state", "--pool", "--help"}
+        assert complete(["help", "sh"], env) == ["shell", "shutdown"]
+        assert set(complete(["list", "--"], env)) == {"--long", "--label", "--state", "--pool",
+                                                      "--help"}
         assert {"-l", "--live", "--port", "--ssl"} <= set(complete(["migrate", "-"], env))
         assert complete(["pause", "web"], env) == ["web1", "web2"]      # from the running xend
         assert complete(["pause", ""], env) == ["Domain-0", "db", "web1", "web2"]

@@ -121,9 +121,13 @@ def test_vif_script_fills_vifs_without_a_script(tmp_path, instances):
 def test_vif_script_default_and_empty(tmp_path):
     cfg = parse_config(vm("g", device=["vif", ["mac", "00:16:3e:00:00:02"]]))
     dflt = devices.apply_defaults(cfg, Settings.from_opts(defaults()))
-    assert dflt.devices == (["vif", ["mac", "00:16:3e:00:00:02"], ["script", "vif-bridge"]],)
+    ids = [["uuid", devices.device_uuid(cfg.uuid, "vif", 0)], ["devid", "0"], ["backend", "0"]]
+    assert dflt.devices == (["vif", ["mac", "00:16:3e:00:00:02"], ["script", "vif-bridge"]]
+                            + ids,)
     none = devices.apply_defaults(cfg, Settings.from_opts(parse_options("(vif-script '')")))
-    assert none is cfg                                          # '' adds no script
+    assert none.devices == (["vif", ["mac", "00:16:3e:00:00:02"]] + ids,)  # '' adds no script
+    assert devices.apply_defaults(none, Settings.from_opts(parse_options("(vif-script '')"))) \
+        is none
     assert devices.apply_defaults(dflt, Settings.from_opts(defaults())) is dflt   # idempotent
 
 

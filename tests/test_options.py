@@ -85,6 +85,7 @@ ADDED_DEFAULTS = {
     "simulated-host-memory": 16384,
     "simulated-host-cpus": 0,
     "simulated-dom0-memory": 0,
+    "simulated-scheduler": "credit",
 }
 ALL_DEFAULTS = {**ORIGINAL_DEFAULTS, **ADDED_DEFAULTS}
 

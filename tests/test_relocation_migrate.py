@@ -379,3 +379,31 @@ def test_local_migration_through_the_unix_relocation_socket(hosts, tmp_path):
     assert list(guests) == ["g1"] and running(guests["g1"])
     assert a.domid("g1") != old_id and a.sim_domids() == [a.domid("g1")]
     assert memory_digest(a.sim_state(), a.domid("g1")) == before
+
+
+@pytest.mark.timeout(180)
+def test_devices_added_after_start_travel_with_the_domain(hosts, tmp_path):
+    """A disk and a vif attached to the running guest arrive with it, with their ids and
+    uuids, connected at the destination (issue 17)."""
+    from xend import sxp
+
+    a, b = hosts("a"), hosts("b")
+    create(a, tmp_path, "g1", vif=True)
+    assert a.xm("block-attach", "g1", "phy:/dev/vg/g1-data", "xvdb", "w").returncode == 0
+    assert a.xm("network-attach", "g1", "mac=00:16:3e:00:00:42").returncode == 0
+
+    def devices(host):
+        rec = sxp.from_string(host.xm("list", "-l", "g1").stdout)
+        return sorted((d[1][0], dict(e for e in d[1][1:] if len(e) == 2).get("devid"),
+                       dict(e for e in d[1][1:] if len(e) == 2).get("uuid"))
+                      for d in rec[1:] if isinstance(d, list) and d[0] == "device")
+
+    before = devices(a)
+    r = migrate(a, "g1", b)
+    assert r.returncode == 0, r.stdout + r.stderr + a.log_tail()
+    assert_moved(a, b)
+    assert devices(b) == before
+    rows = b.xm("block-list", "g1").stdout.splitlines()[1:]
+    assert [int(row.split()[0]) for row in rows] == [51728]
+    assert all(row.split()[3] == "4" for row in rows)          # connected
+    assert "00:16:3e:00:00:42" in b.xm("network-list", "g1").stdout

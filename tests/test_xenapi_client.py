@@ -68,8 +68,10 @@ def test_login_on_unix_socket_and_tcp_port_lists_hosts_and_vms(host):
 
 @pytest.mark.timeout(60)
 def test_xm_created_vm_in_get_all_records_with_its_vbds_and_vifs(host):
+    data = host.root / "g1-data.img"           # xm create refuses a file: disk not there
+    data.write_bytes(b"\0" * 512)
     cfg = host.vm_config("g1", memory=96, extra=(
-        'vcpus = 2\ndisk = ["phy:/dev/vg/g1,xvda,w", "file:/srv/g1-data.img,xvdb,r"]\n'
+        f'vcpus = 2\ndisk = ["phy:/dev/vg/g1,xvda,w", "file:{data},xvdb,r"]\n'
         'vif = ["mac=00:16:3e:11:22:33,bridge=xenbr7"]\n'))
     r = host.xm("create", str(cfg))
     assert r.returncode == 0, r.stderr
@@ -87,7 +89,7 @@ def test_xm_created_vm_in_get_all_records_with_its_vbds_and_vifs(host):
     assert [(b["device"], b["mode"], b["VM"], b["currently_attached"]) for b in vbds] == [
         ("xvda", "RW", uuid, True), ("xvdb", "RO", uuid, True)]
     assert [x.VDI.get_record(b["VDI"])["location"] for b in vbds] == [
-        "phy:/dev/vg/g1", "file:/srv/g1-data.img"]
+        "phy:/dev/vg/g1", f"file:{data}"]
     [vif] = [x.VIF.get_record(ref) for ref in vm["VIFs"]]
     assert vif["MAC"] == "00:16:3e:11:22:33" and vif["VM"] == uuid
     assert x.network.get_record(vif["network"])["name_label"] == "xenbr7"

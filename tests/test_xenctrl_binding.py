@@ -71,6 +71,9 @@ C_TYPES: Dict[type, str] = {
     libxen.xen_arch_domainconfig: "struct xen_arch_domainconfig",
     libxen.xc_vcpuinfo_t: "xc_vcpuinfo_t",
     libxen.xc_error: "xc_error",
+    libxen.xc_cpupoolinfo_t: "xc_cpupoolinfo_t",
+    libxen.xc_cputopo_t: "xc_cputopo_t",
+    libxen.xc_meminfo_t: "xc_meminfo_t",
     libxen.xen_compile_info_t: "xen_compile_info_t",
     libxen.xen_platform_parameters_t: "xen_platform_parameters_t",
 }
@@ -95,6 +98,7 @@ C_CONSTANTS = {
     "XEN_SYSCTL_PHYSCAP_vpmu": "XEN_SYSCTL_PHYSCAP_vpmu",
     "XEN_SYSCTL_PHYSCAP_gnttab_v1": "XEN_SYSCTL_PHYSCAP_gnttab_v1",
     "XEN_SYSCTL_PHYSCAP_gnttab_v2": "XEN_SYSCTL_PHYSCAP_gnttab_v2",
+    "XEN_INVALID_ID": "XEN_INVALID_CORE_ID",
     "XENVER_version": "XENVER_version", "XENVER_extraversion": "XENVER_extraversion",
     "XENVER_compile_info": "XENVER_compile_info", "XENVER_capabilities": "XENVER_capabilities",
     "XENVER_changeset": "XENVER_changeset",

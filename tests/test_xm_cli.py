@@ -23,12 +23,13 @@ REPO = Path(__file__).resolve().parent.parent
 CONNECT_ERROR = "Error: Unable to connect to xend: No such file or directory. Is xend running?\n"
 
 
-def run_xm(*args, env=None, input=None, timeout=60):
+def run_xm(*args, env=None, input=None, timeout=60, cwd=None):
     full_env = dict(os.environ)
     full_env.pop("XEND_CONFIG", None)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "xend.xm.main", *args], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, input=input, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "xend.xm.main", *args], cwd=cwd or REPO,
+                          env=full_env, capture_output=True, text=True, input=input,
+                          timeout=timeout)
 
 
 # -- without any server ------------------------------------------------------------------------
@@ -78,14 +79,22 @@ def test_create_dry_run_prints_the_sxp_and_needs_no_daemon(tmp_path):
     r = run_xm("create", "-n", str(cfg), "vcpus=2",
                env={"XM_SERVER": f"httpu://{tmp_path}/missing.sock"})
     assert r.returncode == 0, r.stderr
-    expected = ["vm", ["name", "g1.cfg"], ["memory", 256], ["vcpus", 2], ["oos", 1],
-                ["image", ["linux", ["kernel", str(kernel)], ["tsc_mode", 0], ["nomigrate", 0]]],
+    expected = ["vm", ["name", "g1.cfg"], ["memory", 256], ["on_xend_start", "ignore"],
+                ["on_xend_stop", "ignore"], ["vcpus", 2], ["oos", 1],
+                ["image", ["linux", ["kernel", str(kernel)], ["videoram", 4], ["tsc_mode", 0],
+                           ["nomigrate", 0]]],
                 ["s3_integrity", 1],
                 ["device", ["vbd", ["uname", "phy:/dev/vg/g1"], ["dev", "xvda"], ["mode", "w"]]],
                 ["device", ["vif"]]]
-    assert r.stdout == sxp.prettyprint(expected)
-    assert r.stdout.startswith("(vm\n    (name g1.cfg)\n    (memory 256)\n    (vcpus 2)\n")
+    using = f'Using config file "{cfg}".\n'
+    assert r.stdout == using + sxp.prettyprint(expected)
+    assert r.stdout.startswith(using + "(vm\n    (name g1.cfg)\n    (memory 256)\n")
     assert r.stdout.endswith("\n    (device (vif))\n)\n")
+    # a bare name found in the current directory is shown as ./NAME
+    r = run_xm("create", "-n", "g1.cfg", env={"XM_SERVER": f"httpu://{tmp_path}/missing.sock"},
+               cwd=tmp_path)
+    assert r.stdout.startswith('Using config file "./g1.cfg".\n(vm\n'), r.stderr
+    assert run_xm("create", "-n", "-q", str(cfg)).stdout.startswith("(vm\n")
     r = run_xm("create", "--dryrun", str(tmp_path / "nope.cfg"))
     assert (r.returncode, r.stderr) == (1, f"Error: Unable to open config file: {tmp_path}/nope.cfg\n")
     bad = tmp_path / "bad.cfg"
@@ -257,7 +266,8 @@ def test_create_calls_in_order(fake, capsys, tmp_path):
                                                                ["name", "g1"]],
                          "xend.domain.waitForDevices": None, "xend.domain.unpause": None,
                          "xend.domain.destroy": None})
-    assert xm(capsys, "create", str(cfg)) == (0, "Started domain g1 (id=5)\n", "")
+    using = f'Using config file "{cfg}".\n'
+    assert xm(capsys, "create", str(cfg)) == (0, using + "Started domain g1 (id=5)\n", "")
     assert [c[0] for c in fake.calls] == ["xend.domain.create", "xend.domain.waitForDevices",
                                           "xend.domain.unpause"]
     assert fake.calls[0][1] == xmconfig_sxp(cfg)
@@ -275,13 +285,20 @@ def test_create_calls_in_order(fake, capsys, tmp_path):
 
     fake.replies["xend.domain.waitForDevices"] = wait
     rc, out, err = xm(capsys, "create", str(cfg))
-    assert (rc, out) == (1, "")
+    # a failing create: the error, then the command's usage
+    assert (rc, out) == (1, using + xm_main.command_help("create"))
     assert err == "Error: Device 0 (vif) could not be connected. Hotplug scripts not working.\n"
     assert fake.calls[-1] == ("xend.domain.destroy", "g1")
 
     fake.replies["xend.domain.create"] = lambda config: (_ for _ in ()).throw(
         xmlrpc.client.Fault(2, "VM name 'g1' already exists as domain 5"))
     assert xm(capsys, "create", str(cfg)) == (
+        1, using + xm_main.command_help("create"),
+        "Error: VM name 'g1' already exists as domain 5\n")
+    # a failing new: the error only
+    fake.replies["xend.domain.new"] = lambda config: (_ for _ in ()).throw(
+        xmlrpc.client.Fault(2, "VM name 'g1' already exists as domain 5"))
+    assert xm(capsys, "new", "-q", str(cfg)) == (
         1, "", "Error: VM name 'g1' already exists as domain 5\n")
 
 
@@ -302,7 +319,7 @@ def test_new_start_delete_suspend_resume(fake, capsys, tmp_path):
     started = {"yes": True}
     fake.replies["xend.domain"] = lambda dom, full=False: (
         rec(dom, 7) if started["yes"] else rec(dom))
-    assert xm(capsys, "new", str(cfg)) == (0, "", "")
+    assert xm(capsys, "new", str(cfg)) == (0, f'Using config file "{cfg}".\n', "")
     assert fake.calls[-1] == ("xend.domain.new", xmconfig_sxp(cfg))
     assert xm(capsys, "start", "-p", "m1.cfg") == (0, "", "")
     assert fake.method_calls("xend.domain.start") == [("xend.domain.start", "m1.cfg", True)]
@@ -347,7 +364,12 @@ def test_simple_domain_commands(fake, capsys):
         assert fake.calls == calls, args
     assert xm(capsys, "domid", "guest1") == (0, "3\n", "")
     assert xm(capsys, "domname", "3") == (0, "guest1\n", "")
+    # an unknown unit is a unit of bytes, as the original took it (xend refuses 0 MiB)
+    fake.calls.clear()
     rc, out, err = xm(capsys, "mem-set", "guest1", "12q")
+    assert (rc, out, err) == (0, "ignoring unknown unit\n", "")
+    assert fake.calls == [("xend.domain.setMemoryTarget", "guest1", 0)]
+    rc, out, err = xm(capsys, "mem-set", "guest1", "2^10")
     assert (rc, err) == (1, "Error: Invalid argument.\n") and out.startswith("Usage: xm mem-set")
     rc, out, err = xm(capsys, "dump-core", "-C", "-R", "guest1")
     assert (rc, err) == (1, "Error: You may not specify more than one '-CR' option\n")

@@ -53,7 +53,7 @@ def state(host, name):
 def test_domain_lifecycle_through_xm(host, tmp_path):
     cfg = write_cfg(tmp_path)
     out = ok(host.xm("create", str(cfg)))
-    assert re.match(r"Started domain guest1 \(id=\d+\)", out.strip())
+    assert re.fullmatch(rf'Using config file "{cfg}".\nStarted domain guest1 \(id=\d+\)\n', out)
     rows = list_rows(ok(host.xm("list")))
     assert set(rows) == {"Domain-0", "guest1"}
     assert rows["Domain-0"][0] == "0"

@@ -54,7 +54,8 @@ def test_the_same_list_create_shutdown_checks_in_both_modes(host):
         cfg = host.vm_config(name, memory=72, extra=disk)
         r = xm(host, env, "create", str(cfg))
         assert r.returncode == 0, (mode, r.stderr)
-        assert re.fullmatch(rf"Started domain {name} \(id=\d+\)\n", r.stdout), (mode, r.stdout)
+        assert re.fullmatch(rf'Using config file ".*"\.\nStarted domain {name} \(id=\d+\)\n',
+                            r.stdout), (mode, r.stdout)
         listing = xm(host, env, "list")
         assert listing.returncode == 0, (mode, listing.stderr)
         rows = {line.split()[0]: line.split() for line in listing.stdout.splitlines()[1:]}

@@ -19,6 +19,38 @@ XEND_CONFIG_FORMAT = 4
 STATE_DIR_OPTIONS = ("xend-state-path", "xend-storage-path", "xend-security-path")
 
 
+def node_to_cpu(topology: List[tuple]) -> str:
+    """``node0:0-3`` per NUMA node, one a line (continued at the value's column), as xm 3.x
+    showed it."""
+    nodes: dict = {}
+    for cpu, (_, _, node) in enumerate(topology):
+        if node >= 0:                       # a CPU that is not there has none
+            nodes.setdefault(node, []).append(cpu)
+    from xend.xm.formats import cpu_ranges
+    return ("\n" + " " * 25).join("node%d:%s" % (n, cpu_ranges(nodes[n]))
+                                   for n in sorted(nodes))
+
+
+def cpu_topology(topology: List[tuple]) -> str:
+    """``xm info -n``'s table: each CPU's core, socket and node."""
+    lines = ["", "cpu:    core    socket     node"]
+    lines += ["%3d:%8d %8d %8d" % (cpu, core, socket, node)
+              for cpu, (core, socket, node) in enumerate(topology)]
+    return "\n".join(lines)
+
+
+def numa_info(nodes: List[tuple]) -> str:
+    """``xm info -n``'s table: each node's memory (MiB) and its distances to the others."""
+    head = "node: TotalMemory FreeMemory dma32Memory NodeDist:" + \
+        "".join("%4d " % i for i in range(len(nodes)))
+    lines = ["", head]
+    for i, (total_kib, free_kib, dma32_kib, distances) in enumerate(nodes):
+        lines.append("%4d:  %8dMB %8dMB  %8dMB         :" % (i, total_kib // 1024,
+                                                            free_kib // 1024, dma32_kib // 1024)
+                     + "".join("%4d " % d for d in distances))
+    return "\n".join(lines)
+
+
 class Node:
     def __init__(self, opts: Mapping, config_path: str, log_path: Optional[str] = None):
         self.opts = opts
@@ -26,6 +58,7 @@ class Node:
         self.log_path = log_path or opts["logfile"]
         self.hypervisor = None
         self.domains = None
+        self.cpupools = None
         self.listeners = Listeners(self._listener_specs)
         self._xenapi = None
 
@@ -51,6 +84,9 @@ class Node:
         log.info("Hypervisor backend: %s", self.hypervisor.name)
         self.domains = DomainRegistry(self.opts, self.hypervisor)
         self.domains.start()
+        from xend.cpupools import CpuPools
+        self.cpupools = CpuPools(self.hypervisor, self.domains, self.opts["xend-state-path"])
+        self.cpupools.start()
         from xend.relocation import attach
         attach(self)  # the migrator, and repair of migrations a killed xend left half-done
         self.listeners.start(self.opts)
@@ -129,12 +165,17 @@ class Node:
             "system": uname.sysname, "host": uname.nodename, "release": uname.release,
             "version": uname.version, "machine": uname.machine,
             "nr_cpus": phys.nr_cpus, "nr_nodes": phys.nr_nodes,
+            "sockets_per_node": max(1, phys.nr_cpus // max(1, phys.cores_per_socket
+                                                         * phys.threads_per_core
+                                                         * phys.nr_nodes)),
             "cores_per_socket": phys.cores_per_socket,
             "threads_per_core": phys.threads_per_core,
-            "cpu_mhz": phys.cpu_khz // 1000, "hw_caps": phys.hw_caps,
-            "virt_caps": phys.virt_caps,
+            # as the hypervisor reports it (xl info: 2596.133)
+            "cpu_mhz": "%d.%03d" % (phys.cpu_khz // 1000, phys.cpu_khz % 1000),
+            "hw_caps": phys.hw_caps, "virt_caps": phys.virt_caps,
             "total_memory": phys.total_kib // mib, "free_memory": phys.free_kib // mib,
-            "free_cpus": 0,
+            "node_to_cpu": node_to_cpu(hv.topology()),
+            "free_cpus": self._free_cpus(phys.nr_cpus),
             "xen_major": ver.major, "xen_minor": ver.minor, "xen_extra": ver.extra,
             "xen_caps": ver.capabilities, "xen_scheduler": ver.scheduler,
             "xen_pagesize": ver.pagesize, "platform_params": ver.platform_params,
@@ -146,7 +187,19 @@ class Node:
             "xend_hypervisor_backend": hv.name,
         }
         pairs = [[key, values[key]] for key in INFO_KEYS]
+        if str(show_numa).strip() not in ("0", "", "False", "None"):
+            at = INFO_KEYS.index("free_cpus") + 1
+            pairs[at:at] = [["cpu_topology", cpu_topology(hv.topology())],
+                            ["numa_info", numa_info(hv.numa_info())]]
         return pairs
+
+    def _free_cpus(self, nr_cpus: int) -> int:
+        """CPUs in no CPU pool."""
+        from xend.errors import HypervisorError
+        try:
+            return nr_cpus - sum(len(p.cpus) for p in self.hypervisor.cpupool_list())
+        except HypervisorError:
+            return 0
 
     def log_text(self) -> str:
         try:
@@ -164,3 +217,28 @@ class Node:
 
     def progress(self) -> list:
         return self.domains.progress()
+
+    def pciinfo(self) -> Optional[list]:
+        """The host's PCI devices that can be passed through, as ``(dev (domain 0x0000)
+        (bus 0x00) (slot 0x1f) (func 0x2))``; None when the host has no pciback."""
+        found = self.hypervisor.pci_assignable()
+        if found is None:
+            return None
+        out = []
+        for key in found:
+            domain, bus, rest = key.split(":")
+            slot, func = rest.split(".")
+            out.append(["dev", ["domain", "0x" + domain], ["bus", "0x" + bus],
+                        ["slot", "0x" + slot], ["func", "0x" + func]])
+        return out
+
+    def send_debug_keys(self, keys: Any) -> None:
+        """Type ``keys`` at the hypervisor's debug console (``xm debug-keys``)."""
+        from xend.errors import HypervisorError, XendError
+        text = "" if keys is None else str(keys)
+        if not text:
+            raise XendError("No debug keys given")
+        try:
+            self.hypervisor.send_debug_keys(text)
+        except HypervisorError as e:
+            raise XendError(str(e.message)) from None

@@ -624,6 +624,8 @@ OPTIONS: Tuple[Option, ...] = (
     Option("simulated-dom0-memory", COUNT, 0,
            "MiB Domain-0 of the simulated host starts with; 0 = a quarter of the host's.",
            added=True),
+    Option("simulated-scheduler", Enum(("credit", "credit2")), "credit",
+           "Scheduler the simulated host runs (Xen 4.17's default is credit2).", added=True),
 )
 
 BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}

@@ -2,6 +2,7 @@
 
     xend-sim --state-path DIR list
     xend-sim --state-path DIR crash DOMID
+    xend-sim --state-path DIR devices DOMID
 
 It works on the state directory directly (as the hypervisor would), whether xend runs or not.
 """
@@ -31,6 +32,16 @@ def _crash(hv: SimulatedHypervisor, args: argparse.Namespace) -> None:
         raise HypervisorError(exc.errno, f"domain {args.domid}: {exc.message}") from None
 
 
+def _devices(hv: SimulatedHypervisor, args: argparse.Namespace) -> None:
+    """What the guest sees: its disks and its network interfaces."""
+    try:
+        seen = hv.guest_devices(args.domid)
+    except HypervisorError as exc:
+        raise HypervisorError(exc.errno, f"domain {args.domid}: {exc.message}") from None
+    for kind in ("disks", "nics"):
+        print(f"{kind}: {' '.join(seen[kind])}".rstrip())
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xend-sim", description=__doc__.splitlines()[0])
     parser.add_argument("--state-path", default=DEFAULT_STATE_PATH,
@@ -41,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     crash = commands.add_parser("crash", help="make a guest crash (kernel panic)")
     crash.add_argument("domid", type=int)
     crash.set_defaults(run=_crash)
+    devices = commands.add_parser("devices", help="the disks and nics a guest sees")
+    devices.add_argument("domid", type=int)
+    devices.set_defaults(run=_devices)
     return parser
 
 

@@ -39,7 +39,10 @@ def _image_pairs(cfg: DomainConfig) -> List[tuple]:
 
 
 def _extra_devices(cfg: DomainConfig) -> List[DeviceSpec]:
-    out = []
+    """The vfb and vkbd of a PV guest (an HVM guest's display is its image's VNC/SDL)."""
+    out: List[DeviceSpec] = []
+    if cfg.hvm:
+        return out
     for cls in _BUILT_TOO:
         for i, body in enumerate(d for d in cfg.devices
                                  if isinstance(d, list) and d and d[0] == cls):

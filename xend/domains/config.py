@@ -200,6 +200,8 @@ def parse_config(value: Any, host_cpus: Optional[int] = None) -> DomainConfig:
 
     fields["devices"] = tuple(k[1] for k in kids
                               if k[0] == "device" and len(k) > 1 and isinstance(k[1], list))
+    if fields.get("image_type") == "hvm":
+        fields["devices"] += _hvm_vfb(fields["image_extra"], fields["devices"])
     fields["extra"] = tuple(k for k in kids if k[0] not in _KNOWN and k[0] not in RUNTIME_KEYS)
     return DomainConfig(**fields)
 
@@ -263,6 +265,26 @@ def _parse_image(image: Any) -> dict:
         args = " ".join(prefix + ([args] if args else []))
     return {"image_type": kind, "kernel": get("kernel"), "ramdisk": get("ramdisk"),
             "args": args, "image_extra": tuple(k for k in kids if k[0] not in _IMAGE_KNOWN)}
+
+
+#: what an HVM guest's VNC framebuffer takes from its image (as the original 4.x did)
+_VFB_FROM_IMAGE = ("vncpasswd", "vncunused", "vncdisplay", "vnclisten", "keymap")
+
+
+def _hvm_vfb(image_extra: Sequence[Any], devices: Sequence[Any]) -> Tuple[Any, ...]:
+    """An HVM guest with ``(vnc 1)`` in its image and no vfb device gets one, with the VNC
+    settings of its image, as the original's configuration did (its console for the
+    Xen-API)."""
+    pairs = dict(_pairs(image_extra))
+    try:
+        vnc = int(str(pairs.get("vnc", "0")).strip() or 0)
+    except ValueError:
+        vnc = 0
+    if not vnc or any(isinstance(d, list) and d and d[0] == "vfb" for d in devices):
+        return ()
+    vfb: list = ["vfb", ["vnc", "1"]]
+    vfb += [[key, pairs[key]] for key in _VFB_FROM_IMAGE if key in pairs]
+    return (vfb,)
 
 
 def _has_word(args: str, prefix: str) -> bool:
@@ -462,6 +484,11 @@ def config_sxp(cfg: DomainConfig) -> list:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def normalise_atoms(value: Any) -> Any:
+    """``value`` with every atom a string (as SXP has them)."""
+    return _normalise(value)
+
+
 def _normalise(value: Any) -> Any:
     """Atoms as strings (XML-RPC clients may send ints and floats)."""
     if isinstance(value, (list, tuple)):

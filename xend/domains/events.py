@@ -224,6 +224,7 @@ class EventsMixin:
         except ValueError:
             count = 0
         try:
+            self._check_boot_files(dom.config)
             if rename:
                 self._preserve_for_restart(dom)
             else:

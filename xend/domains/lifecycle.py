@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from typing import Callable, Optional, Tuple
 
 from xend import sxp
+from xend.cpupools import POOL0_NAME, pool_id_by_name
 from xend.errors import HypervisorError, VmError, XendError
 from xend.hypervisor.base import DOM0_UUID, DomainInfo, DomainSpec
+from xend.hypervisor.hostcheck import HostLayout
 
 from . import buildspec
 from . import config as cfgmod
@@ -81,6 +84,11 @@ class LifecycleMixin:
                                 "ignored", cfg.name, v, wanted)
             if (cfg.cpu_weight, cfg.cpu_cap) != (cfgmod.DEFAULT_WEIGHT, cfgmod.DEFAULT_CAP):
                 hv.sched_credit_set(domid, cfg.cpu_weight, cfg.cpu_cap)
+            if cfg.pool_name and cfg.pool_name != POOL0_NAME:
+                poolid = pool_id_by_name(hv, cfg.pool_name)
+                if poolid is None:
+                    raise VmError("unknown pool %s" % cfg.pool_name)
+                hv.cpupool_move_domain(poolid, domid)
         except HypervisorError as e:
             raise VmError("Creating domain failed: name=%s: %s" % (cfg.name, e.message)) \
                 from None
@@ -103,6 +111,25 @@ class LifecycleMixin:
                               % (cfg.name, e.message)) from None
         if devices.needs_device_model(cfg):
             devicemodel.start_log(self.settings, cfg, domid, hv.name)
+
+    def _check_boot_files(self, cfg: cfgmod.DomainConfig) -> None:
+        """As the original's image handling, before a guest boots: a PV guest's kernel and
+        ramdisk are files of this host, or its bootloader is installed (VmError)."""
+        if cfg.image_type != "linux":
+            return
+        if cfg.bootloader:
+            ver = self.hv.version()
+            if HostLayout(ver.major, ver.minor).bootloader(cfg.bootloader) is None:
+                raise VmError("Bootloader isn't executable: %s is not installed on this host"
+                              % cfg.bootloader)
+            return
+        if not cfg.kernel:
+            raise VmError("A PV guest needs a kernel or a bootloader: %s has neither"
+                          % cfg.name)
+        if not os.path.isfile(cfg.kernel):
+            raise VmError("Kernel image does not exist: %s" % cfg.kernel)
+        if cfg.ramdisk and not os.path.isfile(cfg.ramdisk):
+            raise VmError("Kernel ramdisk does not exist: %s" % cfg.ramdisk)
 
     # -- devices --------------------------------------------------------------------------------
     def _wait_for_devices(self, dom: Domain) -> None:

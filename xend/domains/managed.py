@@ -45,6 +45,7 @@ class ManagedMixin:
         with self._operation(d):
             if d.domid is not None or self._state(d) != HALTED:
                 raise VMBadState("Domain is already running")
+            self._check_boot_files(d.config)
             with self._reserve(d.config, exclude=d):
                 self._build(d, paused=True, fresh=True)
                 self._devices_ready(d)

@@ -8,8 +8,8 @@ import logging
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
-from xend.errors import HypervisorError, VMBadState, XendError
-from xend.hypervisor.base import SHUTDOWN_REASONS
+from xend.errors import HypervisorError, VMBadState, VmError, XendError
+from xend.hypervisor.base import SHUTDOWN_REASONS, TRIGGERS
 
 from . import config as cfgmod
 from .domain import Domain
@@ -97,6 +97,7 @@ class OperationsMixin:
             info = d.info()
             if info is None:
                 raise VMBadState("Domain '%s' is not started" % dom)
+            self._check_boot_files(d.config)
             try:
                 self._teardown(d, keep_vm=True)
                 self._build(d, paused=True, fresh=False)
@@ -252,6 +253,31 @@ class OperationsMixin:
         except Exception as ex:  # noqa: BLE001
             log.exception("sched_credit_set %s", d.name)
             raise XendError(str(ex)) from None
+
+    def domain_cpupool_migrate(self, dom: Any, poolid: int, pool_name: str) -> None:
+        """Move the domain into CPU pool ``poolid`` (for xend.cpu_pool.migrate): the running
+        domain at once, and its ``pool_name`` for the next start."""
+        d = self._get(dom)
+        if d.is_dom0:
+            raise VmError("could not move Domain-0")
+        with self._operation(d):
+            with self._persisting(d, d.config.replace(pool_name=pool_name)):
+                if d.domid is not None:
+                    try:
+                        self.hv.cpupool_move_domain(poolid, d.domid)
+                    except HypervisorError as e:
+                        raise VmError("could not move domain: %s" % e.message) from None
+
+    def domain_send_trigger(self, dom: Any, trigger: Any, vcpu: Any = 0) -> None:
+        """``xm trigger``: what the domain's hardware would get (TRIGGERS)."""
+        d = self._get(dom)
+        if self._state(d) not in (RUNNING, PAUSED):
+            raise VMBadState("Domain '%s' is not started" % dom)
+        name = str(trigger).lower()
+        if name not in TRIGGERS:
+            raise XendError("Invalid trigger: %s" % trigger)
+        with hv_errors():
+            self.hv.send_trigger(d.domid, name, int_arg("vcpu", vcpu))
 
     # -- identity and small things --------------------------------------------------------------
     def domain_setName(self, dom: Any, name: Any) -> None:

@@ -10,7 +10,9 @@ The public surface is split by subject over a few modules (mixins of this class)
 * ``events``       the event thread and the on_poweroff/on_reboot/on_crash actions;
 * ``operations``   the per-domain calls (pause, shutdown, mem-set, vcpus, dump, console ...);
 * ``saverestore``  save/restore/suspend/resume and the stream functions for relocation;
-* ``managed``      new/start/delete, the managed-domain store, autostart and on_xend_stop.
+* ``managed``      new/start/delete, the managed-domain store, autostart and on_xend_stop;
+* ``hotplug``      devices added, changed and removed after the build (block-attach ...);
+* ``schedulers``   credit2 weights, and sedf's refusal.
 
 For the relocation code: ``save_to_stream(dom, fileobj, live, keep_running, node=,
 migrating=, step=)``, ``restore_from_stream(fileobj, relocating, paused)`` (returns the
@@ -39,6 +41,8 @@ from xend.hypervisor.base import DOM0_UUID, Hypervisor
 from . import config as cfgmod
 from .domain import Domain
 from .events import EventsMixin
+from .hotplug import DeviceOpsMixin
+from .schedulers import SchedulersMixin
 from .lifecycle import LifecycleMixin
 from .managed import ManagedMixin
 from .operations import OperationsMixin
@@ -56,7 +60,7 @@ EVENT_INTERVAL = 0.5            # the event thread looks at the domains at least
 
 
 class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMixin,
-                     ManagedMixin):
+                     ManagedMixin, DeviceOpsMixin, SchedulersMixin):
     """The domains of one host. Timing constants are attributes (and keyword arguments) so
     that tests can shorten them."""
 
@@ -349,6 +353,7 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
     def domain_create(self, config: Any) -> list:
         """Create and build a domain from a ``(vm ...)`` config; it is left paused."""
         cfg = self._parse(config)
+        self._check_boot_files(cfg)
         with self._reserve(cfg):
             old = self._managed_inactive(cfg.uuid)
             dom = Domain(self.hv, cfg, managed=old is not None)

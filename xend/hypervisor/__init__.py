@@ -47,6 +47,7 @@ def make_hypervisor(opts: Mapping[str, Any]) -> Hypervisor:
             _option(opts, "simulated-state-path", DEFAULT_STATE_PATH),
             host_memory_mib=int(_option(opts, "simulated-host-memory", DEFAULT_HOST_MEMORY_MIB)),
             host_cpus=int(_option(opts, "simulated-host-cpus", 0)) or os.cpu_count() or 1,
-            dom0_memory_mib=int(_option(opts, "simulated-dom0-memory", 0)) or None)
+            dom0_memory_mib=int(_option(opts, "simulated-dom0-memory", 0)) or None,
+            scheduler=str(_option(opts, "simulated-scheduler", "credit")))
     raise HypervisorError(errno.EINVAL, f"hypervisor-backend must be auto, "
                           f"{' or '.join(BACKENDS)}; got {choice!r}")

@@ -33,6 +33,11 @@ SHUTDOWN_NAMES = {v: k for k, v in SHUTDOWN_REASONS.items()}
 
 DOM0_UUID = "00000000-0000-0000-0000-000000000000"
 
+#: what ``send_trigger`` delivers (``xm trigger``): the original's names
+TRIGGERS = ("nmi", "reset", "init", "s3resume", "power")
+#: the schedulers a CPU pool may run (Xen 4.17's; sedf left Xen in 4.6)
+SCHEDULERS = ("credit", "credit2", "rtds", "arinc653", "null")
+
 
 @dataclass
 class PhysInfo:
@@ -83,6 +88,7 @@ class DomainInfo:
     online_vcpus: int = 1
     max_vcpu_id: int = 0
     ssidref: int = 0
+    cpupool: int = 0        # the CPU pool the domain runs in
 
     @property
     def state_string(self) -> str:
@@ -103,6 +109,14 @@ class VcpuInfo:
 
 
 @dataclass
+class CpuPoolInfo:
+    poolid: int
+    scheduler: str          # 'credit', 'credit2' ...
+    cpus: List[int] = field(default_factory=list)
+    domids: List[int] = field(default_factory=list)
+
+
+@dataclass
 class DeviceSpec:
     """One device of a domain: its class (``vbd``, ``vif``, ``vfb``, ``vkbd`` ...), its id,
     the domain serving its backend, and the details its backend and frontend are given (the
@@ -119,7 +133,10 @@ class DeviceSpec:
 
     @staticmethod
     def frontend_path(domid: int, cls: str, devid: Any) -> str:
-        return f"/local/domain/{domid}/device/{cls}/{devid}"
+        """A block device's frontend is the guest's ``vbd`` whatever its backend class (a
+        blkfront reads only ``device/vbd``)."""
+        front = "vbd" if cls in ("tap", "tap2") else cls
+        return f"/local/domain/{domid}/device/{front}/{devid}"
 
 
 @dataclass
@@ -191,6 +208,23 @@ class Hypervisor(abc.ABC):
     @abc.abstractmethod
     def version(self) -> VersionInfo: ...
 
+    def topology(self) -> List[Tuple[int, int, int]]:
+        """(core, socket, node) of each CPU. This default derives them from physinfo (cores
+        and threads numbered in order, nodes of equal size)."""
+        p = self.physinfo()
+        threads = max(1, p.threads_per_core)
+        cores = max(1, p.cores_per_socket)
+        per_node = max(1, p.nr_cpus // max(1, p.nr_nodes))
+        return [((cpu // threads) % cores, cpu // (threads * cores), min(cpu // per_node,
+                                                                         p.nr_nodes - 1))
+                for cpu in range(p.nr_cpus)]
+
+    def numa_info(self) -> List[Tuple[int, int, int, List[int]]]:
+        """(total KiB, free KiB, DMA32-reachable KiB, distances to each node) of each NUMA
+        node. This default: the host as one node (10 = local, as ACPI's SLIT)."""
+        p = self.physinfo()
+        return [(p.total_kib, p.free_kib, min(p.total_kib, 4 << 20), [10])]
+
     @abc.abstractmethod
     def read_console_ring(self, clear: bool = False) -> str:
         """The hypervisor's console ring (``xm dmesg``); ``clear`` empties it after reading."""
@@ -257,6 +291,77 @@ class Hypervisor(abc.ABC):
 
     @abc.abstractmethod
     def sched_credit_set(self, domid: int, weight: int, cap: int) -> None: ...
+
+    # -- devices of a running domain (hot-plug) ---------------------------------------------
+    # For a backend that ``builds_devices``: it adds, removes or changes the device itself
+    # (through its toolstack) and the guest sees it come and go. For the others xend writes
+    # the device's store entries for the host's backends, as when it builds a domain, and
+    # these are never called.
+    def attach_device(self, domid: int, dev: DeviceSpec, hvm: bool = False) -> None:
+        """Add ``dev`` to the running domain ``domid`` and wait until its backend is
+        connected; on failure nothing of it is left."""
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: devices cannot be added to a "
+                                            f"running domain by this backend")
+
+    def detach_device(self, domid: int, dev: DeviceSpec, force: bool = False) -> None:
+        """Remove ``dev`` from the running domain ``domid``: with the guest's consent (its
+        frontend closes), or at once with ``force``."""
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: devices cannot be removed from a "
+                                            f"running domain by this backend")
+
+    def configure_device(self, domid: int, dev: DeviceSpec) -> None:
+        """Change the medium of the cdrom ``dev`` of a running domain to the one its details
+        name (``uname``; '' ejects it)."""
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: a cdrom's medium cannot be changed "
+                                            f"by this backend")
+
+    def pci_assignable(self) -> Optional[List[str]]:
+        """``DDDD:BB:SS.F`` of the host's PCI devices that can be passed through to guests
+        (bound to pciback), or None when the host has no pciback (nothing can be)."""
+        return None
+
+    # -- triggers, debug keys, schedulers ---------------------------------------------------
+    def send_trigger(self, domid: int, trigger: str, vcpu: int = 0) -> None:
+        """Deliver ``trigger`` (TRIGGERS) to VCPU ``vcpu`` of the domain, as its hardware
+        would: an NMI, a reset or INIT, the ACPI power button, a resume from S3."""
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: triggers are not supported")
+
+    def send_debug_keys(self, keys: str) -> None:
+        """Type ``keys`` at the hypervisor's debug console (its answers go to the console
+        ring, ``xm dmesg``)."""
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: debug keys are not supported")
+
+    def sched_credit2_get(self, domid: int) -> int:
+        """The domain's credit2 weight."""
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: no credit2 scheduler")
+
+    def sched_credit2_set(self, domid: int, weight: int) -> None:
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: no credit2 scheduler")
+
+    # -- CPU pools ----------------------------------------------------------------------------
+    # Pool 0 holds every CPU at boot and every domain not moved elsewhere. Names are not the
+    # hypervisor's: xend keeps them in the store (``/local/pool/<id>/name``, as libxl does).
+    def cpupool_list(self) -> List[CpuPoolInfo]:
+        """Every pool, by id."""
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: no CPU pools")
+
+    def cpupool_create(self, scheduler: str) -> int:
+        """A new empty pool running ``scheduler``; its id."""
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: no CPU pools")
+
+    def cpupool_destroy(self, poolid: int) -> None:
+        """Remove an empty pool (no CPUs, no domains)."""
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: no CPU pools")
+
+    def cpupool_add_cpu(self, poolid: int, cpu: int) -> None:
+        """Give the pool a CPU that belongs to no pool."""
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: no CPU pools")
+
+    def cpupool_remove_cpu(self, poolid: int, cpu: int) -> None:
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: no CPU pools")
+
+    def cpupool_move_domain(self, poolid: int, domid: int) -> None:
+        raise HypervisorError(errno.ENOSYS, f"{self.name}: no CPU pools")
 
     # -- the store (xenstore, or the simulated one) -----------------------------------------
     @abc.abstractmethod

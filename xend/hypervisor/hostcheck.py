@@ -12,7 +12,7 @@ import os
 import shutil
 from typing import List, Optional, Sequence
 
-from .base import DomainSpec
+from .base import DeviceSpec, DomainSpec
 from .libxl_config import disk_target
 
 #: where the device model (qemu built for Xen) is looked for, after the spec's own:
@@ -86,18 +86,25 @@ def problems(spec: DomainSpec, host: HostLayout) -> List[str]:
         out.append(f"{what} need a device model (qemu for Xen), which this host lacks "
                    f"(install qemu-system-xen; looked for {DEVICE_MODELS[0]})")
     for dev in spec.devices:
-        if dev.cls in ("vbd", "tap", "tap2"):
-            out.extend(_disk_problems(dev.backend))
-        elif dev.cls == "vif":
-            out.extend(_vif_problems(dev.backend, host))
+        out.extend(device_problems(dev, host))
     return out
 
 
-def _disk_problems(details: dict) -> List[str]:
+def device_problems(dev: DeviceSpec, host: HostLayout) -> List[str]:
+    """What one disk or vif needs that this host lacks (also before a hot-plug)."""
+    if dev.cls in ("vbd", "tap", "tap2"):
+        return _disk_problems(dev)
+    if dev.cls == "vif":
+        return _vif_problems(dev.backend, host)
+    return []
+
+
+def _disk_problems(dev: DeviceSpec) -> List[str]:
+    details = dev.backend
     uname = details.get("uname", "")
     name = details.get("dev", "?")
     kind, target = disk_target(uname)
-    cdrom = details.get("dev", "").endswith(":cdrom")
+    cdrom = "cdrom" in (dev.frontend.get("device-type"), details.get("dev", "").partition(":")[2])
     if not target:
         return [] if cdrom else [f"its disk {name} names no file or device"]
     if not os.path.exists(target):

@@ -35,6 +35,7 @@ XEN_DOMCTL_CDF_hap = 1 << 1
 XEN_VCPUAFFINITY_HARD = 1 << 0
 XEN_VCPUAFFINITY_SOFT = 1 << 1
 XEN_SCHEDULERS = {5: "credit", 6: "credit2", 7: "arinc653", 8: "rtds", 9: "null"}
+XEN_SCHEDULER_IDS = {name: number for number, name in XEN_SCHEDULERS.items()}
 XEN_SCHEDULER_CREDIT = 5
 XEN_SCHEDULER_CREDIT2 = 6
 # xen/arch-x86/xen.h: what libxl gives an HVM guest (XEN_X86_EMU_ALL without VPCI)
@@ -50,6 +51,8 @@ XEN_SYSCTL_PHYSCAP_vmtrace = 1 << 6
 XEN_SYSCTL_PHYSCAP_vpmu = 1 << 7
 XEN_SYSCTL_PHYSCAP_gnttab_v1 = 1 << 8
 XEN_SYSCTL_PHYSCAP_gnttab_v2 = 1 << 9
+#: xen/sysctl.h: XEN_INVALID_{CORE,SOCKET,NODE}_ID (a CPU that is not there)
+XEN_INVALID_ID = 0xFFFFFFFF
 # xen/version.h
 XENVER_version = 0
 XENVER_extraversion = 1
@@ -119,6 +122,19 @@ class xc_vcpuinfo_t(Structure):             # struct xen_domctl_getvcpuinfo
     ]
 
 
+class xc_cpupoolinfo_t(Structure):
+    _fields_ = [("cpupool_id", c_uint32), ("sched_id", c_uint32), ("n_dom", c_uint32),
+                ("cpumap", POINTER(c_uint8))]
+
+
+class xc_cputopo_t(Structure):             # struct xen_sysctl_cputopo
+    _fields_ = [("core", c_uint32), ("socket", c_uint32), ("node", c_uint32)]
+
+
+class xc_meminfo_t(Structure):              # struct xen_sysctl_meminfo
+    _fields_ = [("memsize", c_uint64), ("memfree", c_uint64)]
+
+
 class xc_error(Structure):
     _fields_ = [("code", c_int), ("message", c_char * 1024)]
 
@@ -165,6 +181,18 @@ XENCTRL_FUNCTIONS: Dict[str, Tuple[object, List[object]]] = {
                                             POINTER(xen_domctl_sched_credit2)]),
     "xc_sched_credit2_domain_set": (c_int, [c_void_p, c_uint32,
                                             POINTER(xen_domctl_sched_credit2)]),
+    "xc_cpupool_create": (c_int, [c_void_p, POINTER(c_uint32), c_uint32]),
+    "xc_cpupool_destroy": (c_int, [c_void_p, c_uint32]),
+    # NULL when no pool has an id from poolid on; freed with xc_cpupool_infofree
+    "xc_cpupool_getinfo": (POINTER(xc_cpupoolinfo_t), [c_void_p, c_uint32]),
+    "xc_cpupool_infofree": (None, [c_void_p, POINTER(xc_cpupoolinfo_t)]),
+    "xc_cpupool_addcpu": (c_int, [c_void_p, c_uint32, c_int]),
+    "xc_cpupool_removecpu": (c_int, [c_void_p, c_uint32, c_int]),
+    "xc_cpupool_movedomain": (c_int, [c_void_p, c_uint32, c_uint32]),
+    # with NULL arrays: the count in *max_cpus / *max_nodes
+    "xc_cputopoinfo": (c_int, [c_void_p, POINTER(c_uint), POINTER(xc_cputopo_t)]),
+    "xc_numainfo": (c_int, [c_void_p, POINTER(c_uint), POINTER(xc_meminfo_t),
+                            POINTER(c_uint32)]),
 }
 
 # libxenguest works on libxenctrl's handle (xc_interface *)

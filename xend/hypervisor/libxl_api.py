@@ -32,7 +32,11 @@ SIZEOF = {
     "libxl_device_nic": 504,
     "libxl_device_vfb": 88,
     "libxl_device_vkb": 64,
+    "libxl_device_pci": 32,
 }
+
+# _libxl_types.h: libxl_trigger
+LIBXL_TRIGGERS = {"power": 1, "sleep": 2, "nmi": 3, "init": 4, "reset": 5, "s3resume": 6}
 
 # xentoollog.h: xentoollog_level
 XTL_DEBUG, XTL_VERBOSE, XTL_DETAIL, XTL_PROGRESS, XTL_INFO, XTL_NOTICE, XTL_WARN, XTL_ERROR, \
@@ -130,6 +134,16 @@ LIBXL_FUNCTIONS: Dict[str, Tuple[object, List[object]]] = {
     "libxl_device_nic_add": (c_int, [_CTX, c_uint32, c_void_p, _AO]),
     "libxl_device_nic_remove": (c_int, [_CTX, c_uint32, c_void_p, _AO]),
     "libxl_device_nic_destroy": (c_int, [_CTX, c_uint32, c_void_p, _AO]),
+    "libxl_cdrom_insert": (c_int, [_CTX, c_uint32, c_void_p, _AO]),
+    "libxl_device_pci_init": (None, [c_void_p]),
+    "libxl_device_pci_dispose": (None, [c_void_p]),
+    "libxl_device_pci_from_json": (c_int, [_CTX, c_void_p, c_char_p]),
+    "libxl_device_pci_add": (c_int, [_CTX, c_uint32, c_void_p, _AO]),
+    "libxl_device_pci_remove": (c_int, [_CTX, c_uint32, c_void_p, _AO]),
+    "libxl_device_pci_destroy": (c_int, [_CTX, c_uint32, c_void_p, _AO]),
+    # libxl_trigger is an enum: an int
+    "libxl_send_trigger": (c_int, [_CTX, c_uint32, c_int, c_uint32, _AO]),
+    "libxl_send_debug_keys": (c_int, [_CTX, c_char_p]),
 }
 
 

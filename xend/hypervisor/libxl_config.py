@@ -91,7 +91,7 @@ def disk_json(dev: DeviceSpec) -> Dict[str, Any]:
     vdev, _, devtype = details.get("dev", "").partition(":")
     if vdev.startswith("ioemu:"):
         vdev = vdev[len("ioemu:"):]
-    cdrom = devtype == "cdrom" or details.get("device-type") == "cdrom"
+    cdrom = "cdrom" in (devtype, details.get("device-type"), dev.frontend.get("device-type"))
     if not vdev:
         raise LibxlConfigError(f"disk {uname!r} has no virtual device name (dev)")
     mode = details.get("mode", "r")
@@ -140,6 +140,30 @@ def nic_json(dev: DeviceSpec, hvm: bool = False) -> Dict[str, Any]:
     kind = d.get("type", "")
     nic["nictype"] = "vif_ioemu" if hvm and kind != "netfront" else "vif"
     return nic
+
+
+# -- PCI ------------------------------------------------------------------------------------------
+def pci_json(dev: DeviceSpec) -> Dict[str, Any]:
+    """A PCI device passed through (``domain``, ``bus``, ``slot``, ``func`` in hex as xm
+    writes them; ``vdevfn`` the guest's slot, 0x100 = any)."""
+    d = dev.backend
+
+    def number(key: str, default: int = 0) -> int:
+        try:
+            return int(str(d.get(key, default)), 16) if d.get(key) else default
+        except ValueError:
+            raise LibxlConfigError(f"pci {key} {d.get(key)!r}: a hexadecimal number is "
+                                   f"needed") from None
+
+    pci: Dict[str, Any] = {"domain": number("domain"), "bus": number("bus"),
+                           "dev": number("slot"), "func": number("func")}
+    vdevfn = number("vdevfn", 0x100)
+    if vdevfn != 0x100:
+        pci["vdevfn"] = vdevfn
+    for key in ("msitranslate", "power_mgmt", "permissive"):
+        if key in d:
+            pci[key] = _flag(d[key])           # plain bools (not libxl_defbool)
+    return pci
 
 
 # -- framebuffer and keyboard ---------------------------------------------------------------------

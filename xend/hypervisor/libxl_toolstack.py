@@ -252,21 +252,7 @@ class LibxlToolstack:
     # -- devices of a running domain ------------------------------------------------------------
     def _device(self, kind: str, dev: DeviceSpec, action: str, domid: int) -> None:
         to_json = libxl_config.disk_json if kind == "disk" else libxl_config.nic_json
-        text = json.dumps(to_json(dev))
-        buf = A.opaque(f"libxl_device_{kind}")
-        lib = self._lib
-        getattr(lib, f"libxl_device_{kind}_init")(buf)
-        try:
-            with self._call() as messages:
-                rc = getattr(lib, f"libxl_device_{kind}_from_json")(self._ctx, buf, text.encode())
-                if rc:
-                    raise self._fail(rc, f"libxl refused the {kind} {text}", messages)
-                rc = getattr(lib, f"libxl_device_{kind}_{action}")(self._ctx, domid, buf, None)
-                if rc:
-                    raise self._fail(rc, f"{action} of {kind} {dev.devid} of domain {domid} "
-                                         f"failed", messages)
-        finally:
-            getattr(lib, f"libxl_device_{kind}_dispose")(buf)
+        self._json_device(kind, dev, action, domid, to_json(dev))
 
     def add_disk(self, domid: int, dev: DeviceSpec) -> None:
         self._device("disk", dev, "add", domid)
@@ -279,6 +265,55 @@ class LibxlToolstack:
 
     def remove_nic(self, domid: int, dev: DeviceSpec, force: bool = False) -> None:
         self._device("nic", dev, "destroy" if force else "remove", domid)
+
+    # -- added for hot-plug: cdroms, PCI, nics of HVM guests, triggers, debug keys -----------
+    def add_nic_hvm(self, domid: int, dev: DeviceSpec) -> None:
+        """A nic for an HVM guest (emulated as well as PV, as at its build)."""
+        self._json_device("nic", dev, "add", domid, libxl_config.nic_json(dev, True))
+
+    def insert_cdrom(self, domid: int, dev: DeviceSpec) -> None:
+        """Change the medium of the cdrom ``dev`` (its ``uname``; none: eject)."""
+        self._json_device("disk", dev, "cdrom_insert", domid, libxl_config.disk_json(dev))
+
+    def add_pci(self, domid: int, dev: DeviceSpec) -> None:
+        self._json_device("pci", dev, "add", domid, libxl_config.pci_json(dev))
+
+    def remove_pci(self, domid: int, dev: DeviceSpec, force: bool = False) -> None:
+        self._json_device("pci", dev, "destroy" if force else "remove", domid,
+                          libxl_config.pci_json(dev))
+
+    def _json_device(self, kind: str, dev: DeviceSpec, action: str, domid: int,
+                     data: Dict[str, Any]) -> None:
+        text = json.dumps(data)
+        buf = A.opaque(f"libxl_device_{kind}")
+        lib = self._lib
+        getattr(lib, f"libxl_device_{kind}_init")(buf)
+        call = getattr(lib, "libxl_cdrom_insert" if action == "cdrom_insert"
+                       else f"libxl_device_{kind}_{action}")
+        try:
+            with self._call() as messages:
+                rc = getattr(lib, f"libxl_device_{kind}_from_json")(self._ctx, buf, text.encode())
+                if rc:
+                    raise self._fail(rc, f"libxl refused the {kind} {text}", messages)
+                rc = call(self._ctx, domid, buf, None)
+                if rc:
+                    raise self._fail(rc, f"{action} of {kind} {dev.devid} of domain {domid} "
+                                         f"failed", messages)
+        finally:
+            getattr(lib, f"libxl_device_{kind}_dispose")(buf)
+
+    def send_trigger(self, domid: int, trigger: str, vcpu: int) -> None:
+        with self._call() as messages:
+            rc = self._lib.libxl_send_trigger(self._ctx, domid, A.LIBXL_TRIGGERS[trigger],
+                                              vcpu, None)
+        if rc:
+            raise self._fail(rc, f"trigger {trigger} to domain {domid} failed", messages)
+
+    def send_debug_keys(self, keys: str) -> None:
+        with self._call() as messages:
+            rc = self._lib.libxl_send_debug_keys(self._ctx, keys.encode())
+        if rc:
+            raise self._fail(rc, "sending debug keys failed", messages)
 
     def close(self) -> None:
         if self._ctx and os.getpid() == self._pid:

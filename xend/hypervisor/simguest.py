@@ -10,6 +10,7 @@ drives cpu time (x load x online vcpus), the console and dirty events.
 """
 from __future__ import annotations
 
+import bisect
 import errno
 from typing import Dict, List, Optional, Tuple
 
@@ -186,7 +187,7 @@ def domain_info(rec: dict, now: float) -> DomainInfo:
         shutdown_reason=rec["reason"] if rec["shutdown"] else 0,
         mem_kib=rec["mem_kib"], maxmem_kib=rec["maxmem_kib"], cpu_time_ns=cpu_ns,
         online_vcpus=rec["online_vcpus"], max_vcpu_id=rec["max_vcpus"] - 1,
-        ssidref=rec["ssidref"])
+        ssidref=rec["ssidref"], cpupool=rec.get("pool", 0))
 
 
 def dirty_params(rec: dict) -> Tuple[int, int]:
@@ -234,33 +235,114 @@ _EXIT = {
 }
 
 
-def console_line_count(rec: dict, now: float) -> int:
-    t = run_seconds(rec, now)
-    if rec["since"] is None and rec["run_s"] == 0.0:
-        return 0
+def _never_ran(rec: dict) -> bool:
+    return rec["since"] is None and rec["run_s"] == 0.0
+
+
+def _plain_count(rec: dict, t: float) -> int:
+    """Boot and periodic console lines printed by run time ``t``."""
     boot = min(len(_BOOT), int(t / _BOOT_STEP) + 1)
     periodic = 0
     if t >= BOOT_SECONDS:
         periodic = int((t - BOOT_SECONDS) / rec["knobs"]["console_interval"])
-    return boot + periodic + (1 if rec["exit"] else 0)
+    return boot + periodic
+
+
+def console_line_count(rec: dict, now: float) -> int:
+    if _never_ran(rec):
+        return 0
+    t = run_seconds(rec, now)
+    return (_plain_count(rec, t) + len(rec.get("hotplug", ()))
+            + (1 if rec["exit"] else 0))
+
+
+def _event_positions(rec: dict) -> List[int]:
+    """Where each hot-plug line stands among the console lines: after every boot and
+    periodic line printed by its time."""
+    return [j + _plain_count(rec, at) for j, (at, _) in enumerate(rec.get("hotplug", ()))]
 
 
 def console_lines(rec: dict, first: int, last: int) -> List[str]:
     """Console lines with index in [first, last) of a settled record."""
     exit_index = console_line_count(rec, 0.0) - 1 if rec["exit"] else None
+    events = rec.get("hotplug", [])
+    positions = _event_positions(rec)
+    at_position = dict(zip(positions, range(len(positions))))
     lines = []
     interval = rec["knobs"]["console_interval"]
     for i in range(max(first, last - CONSOLE_KEEP), last):
         if i == exit_index:
             at, text = rec["run_s"], _EXIT[rec["exit"]]
-        elif i < len(_BOOT):
-            at = i * _BOOT_STEP
-            text = _BOOT[i].format(name=rec["name"], mem_kib=rec["mem_kib"], cmdline=rec["cmdline"],
-                                   vcpus=rec["online_vcpus"],
-                                   mode="HVM" if rec["hvm"] else "PV")
+        elif i in at_position:
+            at, text = events[at_position[i]]
         else:
-            n = i - len(_BOOT) + 1
-            at = BOOT_SECONDS + n * interval
-            text = f"sim: {rec['name']} alive, heartbeat {n}"
+            k = i - bisect.bisect_left(positions, i)
+            if k < len(_BOOT):
+                at = k * _BOOT_STEP
+                text = _BOOT[k].format(name=rec["name"], mem_kib=rec["mem_kib"],
+                                       cmdline=rec["cmdline"], vcpus=rec["online_vcpus"],
+                                       mode="HVM" if rec["hvm"] else "PV")
+            else:
+                n = k - len(_BOOT) + 1
+                at = BOOT_SECONDS + n * interval
+                text = f"sim: {rec['name']} alive, heartbeat {n}"
         lines.append(f"[{int(at):5d}.{int(at * 1e6) % 1000000:06d}] {text}\n")
     return lines
+
+
+# -- devices the guest sees ------------------------------------------------------------------
+#: hot-plug console lines kept per guest (each stays at its place in the console)
+HOTPLUG_KEEP = 1024
+_KINDS = {"vbd": "disks", "vif": "nics"}
+
+
+def guest_devices(rec: dict) -> Dict[str, List[str]]:
+    """What the guest sees: ``{'disks': ['xvda', ...], 'nics': ['eth0', ...]}``."""
+    devs = rec.get("devices") or {}
+    out = {}
+    for group, kind in _KINDS.items():
+        names = devs.get(group, {}).values()
+        out[kind] = sorted(names, key=lambda n: (len(n), n))
+    return out
+
+
+def say(rec: dict, now: float, text: str) -> None:
+    """A line on the guest's console, if it has booted (devices present at its boot are
+    just there)."""
+    if _never_ran(rec):
+        return
+    events = rec.setdefault("hotplug", [])
+    if len(events) < HOTPLUG_KEEP:
+        events.append([run_seconds(rec, now), text])
+
+
+def device_added(rec: dict, now: float, group: str, devid: str, name: str) -> str:
+    """The guest's frontend found a device (a disk ``name``, or a nic: named here, the
+    lowest free ``ethN``); it says so. Returns the name."""
+    devs = rec.setdefault("devices", {}).setdefault(group, {})
+    if devid in devs:
+        return devs[devid]
+    if group == "vif":
+        used = set(devs.values())
+        n = 0
+        while f"eth{n}" in used:
+            n += 1
+        name = f"eth{n}"
+    devs[devid] = name
+    kind = _KINDS.get(group, group)
+    say(rec, now, f"sim: {kind} now: {' '.join(guest_devices(rec).get(kind, []))}".rstrip())
+    return name
+
+
+def device_removed(rec: dict, now: float, group: str, devid: str) -> None:
+    devs = (rec.get("devices") or {}).get(group, {})
+    if devs.pop(devid, None) is not None:
+        kind = _KINDS.get(group, group)
+        say(rec, now, f"sim: {kind} now: {' '.join(guest_devices(rec).get(kind, []))}".rstrip())
+
+
+def medium_changed(rec: dict, now: float, group: str, devid: str, medium: str) -> None:
+    name = ((rec.get("devices") or {}).get(group) or {}).get(devid)
+    if name is not None:
+        say(rec, now, f"sim: cdrom {name} now holds {medium}" if medium
+             else f"sim: cdrom {name} is empty")

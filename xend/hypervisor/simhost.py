@@ -11,17 +11,17 @@ XEN_EXTRA = ".7"
 def physinfo(nr_cpus: int, total_kib: int, free_kib: int) -> PhysInfo:
     return PhysInfo(nr_cpus=nr_cpus, nr_nodes=1, cores_per_socket=nr_cpus,
                     threads_per_core=1, cpu_khz=CPU_KHZ, hw_caps=HW_CAPS,
-                    virt_caps="hvm hvm_directio", total_kib=total_kib, free_kib=free_kib)
+                    virt_caps="pv hvm hvm_directio pv_directio hap shadow gnttab-v1 gnttab-v2", total_kib=total_kib, free_kib=free_kib)
 
 
-def version(dom0_mib: int) -> VersionInfo:
+def version(dom0_mib: int, scheduler: str = "credit") -> VersionInfo:
     return VersionInfo(
         major=4, minor=17, extra=XEN_EXTRA,
         capabilities="xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64",
         changeset="Tue Nov 5 10:00:00 2024 +0000 git:2445b30a44",
         pagesize=PAGE_SIZE,
         commandline=f"placeholder dom0_mem={dom0_mib}M,max:{dom0_mib}M loglvl=all",
-        scheduler="credit",
+        scheduler=scheduler,
         cc_compiler="gcc (Debian 12.2.0-14) 12.2.0",
         cc_compile_by="pkg-xen-devel",
         cc_compile_domain="lists.alioth.debian.org",
@@ -29,7 +29,11 @@ def version(dom0_mib: int) -> VersionInfo:
         platform_params="virt_start=0xffff800000000000")
 
 
-def boot_log(nr_cpus: int, total_kib: int, dom0_kib: int) -> str:
+SCHEDULER_NAMES = {"credit": "SMP Credit Scheduler (credit)",
+                   "credit2": "SMP Credit Scheduler rev2 (credit2)"}
+
+
+def boot_log(nr_cpus: int, total_kib: int, dom0_kib: int, scheduler: str = "credit") -> str:
     """A plausible Xen 4.17 console ring after boot (``xm dmesg``)."""
     total_mib = total_kib // 1024
     lines = [
@@ -56,7 +60,7 @@ def boot_log(nr_cpus: int, total_kib: int, dom0_kib: int) -> str:
         "(XEN) Faking a node at 0000000000000000-%016x" % (total_kib * 1024),
         "(XEN) Domain heap initialised",
         "(XEN) Using APIC driver default",
-        "(XEN) Using scheduler: SMP Credit Scheduler (credit)",
+        f"(XEN) Using scheduler: {SCHEDULER_NAMES.get(scheduler, scheduler)}",
         "(XEN) Platform timer is 3.580MHz ACPI PM Timer",
         "(XEN) Detected 2400.000 MHz processor.",
         "(XEN) Intel VT-d iommu 0 supported page sizes: 4kB, 2MB, 1GB",
@@ -82,3 +86,28 @@ def boot_log(nr_cpus: int, total_kib: int, dom0_kib: int) -> str:
         "(XEN) Freed 644kB init memory",
     ]
     return "\n".join(lines) + "\n"
+
+
+#: what Xen 4.17's keyhandlers say when their key is pressed (``xm debug-keys``)
+DEBUG_KEYS = {
+    "h": "showing installed handlers",
+    "d": "dump registers",
+    "e": "dump evtchn info",
+    "g": "print grant table usage",
+    "i": "dump interrupt bindings",
+    "m": "memory info",
+    "n": "NMI statistics",
+    "q": "dump domain (and guest debug) info",
+    "r": "dump run queues",
+    "s": "dump softtsc stats",
+    "t": "display multi-cpu clock info",
+    "u": "dump NUMA info",
+    "v": "dump VT-x VMCSs",
+    "z": "dump IOAPIC info",
+    "0": "dump Dom0 registers",
+    "*": "print all diagnostics",
+}
+
+
+def debug_key(key: str) -> str:
+    return DEBUG_KEYS.get(key, "no handler for this key")

@@ -43,8 +43,9 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 from ..errors import HypervisorError
 from . import simguest as guest
 from . import simhost
-from .base import (SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_REASONS, DomainInfo,
-                   DomainSpec, Hypervisor, PhysInfo, VcpuInfo, VersionInfo)
+from .base import (SCHEDULERS, SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_POWEROFF,
+                   SHUTDOWN_REASONS, TRIGGERS, CpuPoolInfo, DomainInfo, DomainSpec, Hypervisor,
+                   PhysInfo, VcpuInfo, VersionInfo)
 from .simfiles import CachedJson, StateLock, atomic_write, dumps, read_json, write_json
 from .simmemory import DirtyMap
 from .simpages import StoredPages
@@ -57,8 +58,11 @@ DEFAULT_HOST_MEMORY_MIB = 16384
 DOMID_FIRST_RESERVED = 0x7FF0
 MAX_VCPUS = 512
 _SHUTDOWN_REQUEST = re.compile(r"^/local/domain/(\d+)/control/shutdown$")
-_BACKEND_STATE = re.compile(r"^(/local/domain/\d+/backend/[^/]+/(\d+)/[^/]+)/state$")
-XENBUS_INITIALISING, XENBUS_CONNECTED, XENBUS_CLOSING = "1", "4", "5"
+_BACKEND_STATE = re.compile(r"^(/local/domain/\d+/backend/([^/]+)/(\d+)/([^/]+))/state$")
+_BACKEND_PARAMS = re.compile(r"^(/local/domain/\d+/backend/(vbd|tap|tap2)/(\d+)/([^/]+))/params$")
+XENBUS_INITIALISING, XENBUS_CONNECTED, XENBUS_CLOSING, XENBUS_CLOSED = "1", "4", "5", "6"
+#: device groups the simulated guest has frontends for
+_GUEST_GROUPS = ("vbd", "vif")
 _READ_BATCH = 256
 
 
@@ -81,7 +85,7 @@ class SimulatedHypervisor(Hypervisor):
     def __init__(self, state_path: str, host_memory_mib: Optional[int] = None,
                  host_cpus: Optional[int] = None, dom0_memory_mib: Optional[int] = None, *,
                  shutdown_delay: float = 0.3, dirty_rate: int = 2000,
-                 poll_interval: float = 0.05, create: bool = True):
+                 poll_interval: float = 0.05, create: bool = True, scheduler: str = "credit"):
         self._dir = state_path
         table_path = os.path.join(state_path, "domains.json")
         if not create and not os.path.exists(table_path):
@@ -97,14 +101,14 @@ class SimulatedHypervisor(Hypervisor):
         self._index: Dict[int, dict] = {}
         self._maps: Dict[Tuple[str, int, int], DirtyMap] = {}
         self._fragments: Dict[int, Tuple[dict, str]] = {}    # domid -> (record, its JSON)
-        self._init_host(host_memory_mib, host_cpus, dom0_memory_mib)
+        self._init_host(host_memory_mib, host_cpus, dom0_memory_mib, scheduler)
         with self._mutex:
             self._seen_serial = self._load()["serial"]
             self._seen_time = time.time()
 
     # -- state table -------------------------------------------------------------------------
     def _init_host(self, memory_mib: Optional[int], cpus: Optional[int],
-                   dom0_mib: Optional[int]) -> None:
+                   dom0_mib: Optional[int], scheduler: str = "credit") -> None:
         with self._lock:
             doc = self._table.load()
             if doc is not None:
@@ -121,11 +125,15 @@ class SimulatedHypervisor(Hypervisor):
             if total <= 0 or not 0 < dom0 <= total:
                 raise _error(errno.EINVAL, "bad simulated host memory settings")
             now = time.time()
+            if scheduler not in SCHEDULERS:
+                raise _error(errno.EINVAL, f"unknown scheduler {scheduler!r}")
             doc = {"format": 1, "serial": 0, "next_domid": 1,
                    "host": {"memory_kib": total, "nr_cpus": nr_cpus, "boot_time": now,
-                            "dom0_boot_kib": dom0},
+                            "dom0_boot_kib": dom0, "scheduler": scheduler},
+                   "pools": [{"poolid": 0, "sched": scheduler,
+                              "cpus": list(range(nr_cpus))}], "next_poolid": 1,
                    "domains": [guest.dom0_record(nr_cpus, dom0, total, now)]}
-            atomic_write(self._ring_path(), simhost.boot_log(nr_cpus, total, dom0).encode())
+            atomic_write(self._ring_path(), simhost.boot_log(nr_cpus, total, dom0, scheduler).encode())
             self._table.save(doc)
 
     def _load(self) -> dict:
@@ -206,7 +214,8 @@ class SimulatedHypervisor(Hypervisor):
             return simhost.physinfo(host["nr_cpus"], host["memory_kib"], self._free_kib(doc))
 
     def version(self) -> VersionInfo:
-        return simhost.version(self._host()["dom0_boot_kib"] // 1024)
+        host = self._host()
+        return simhost.version(host["dom0_boot_kib"] // 1024, host.get("scheduler", "credit"))
 
     def read_console_ring(self, clear: bool = False) -> str:
         with self._lock:
@@ -375,6 +384,131 @@ class SimulatedHypervisor(Hypervisor):
         with self._update(domid) as (_, rec, _now):
             rec.update(weight=weight, cap=cap)
 
+    def sched_credit2_get(self, domid: int) -> int:
+        self._check_scheduler("credit2")
+        rec, _ = self._settled(domid)
+        return rec["weight"]
+
+    def sched_credit2_set(self, domid: int, weight: int) -> None:
+        self._check_scheduler("credit2")
+        if not (isinstance(weight, int) and 1 <= weight <= 65535):
+            raise _error(errno.EINVAL, f"bad credit2 weight {weight!r}")
+        with self._update(domid) as (_, rec, _now):
+            rec["weight"] = weight
+
+    def _check_scheduler(self, wanted: str) -> None:
+        running = self._host().get("scheduler", "credit")
+        if running != wanted:
+            raise _error(errno.EINVAL, f"the host runs the {running} scheduler, not {wanted}")
+
+    # -- triggers and debug keys ----------------------------------------------------------------
+    def send_trigger(self, domid: int, trigger: str, vcpu: int = 0) -> None:
+        """As Xen 4.17 on x86: an NMI for any guest, the ACPI power button for an HVM one
+        (it powers itself off), a resume from S3 for an HVM one; reset and init are not
+        implemented by the hypervisor (ENOSYS)."""
+        if trigger not in TRIGGERS:
+            raise _error(errno.EINVAL, f"unknown trigger {trigger!r}")
+        with self._update(domid, allow_dom0=False) as (_, rec, now):
+            if not isinstance(vcpu, int) or not 0 <= vcpu < rec["max_vcpus"]:
+                raise _error(errno.ESRCH, f"domain {domid} has no vcpu {vcpu!r}")
+            if trigger in ("reset", "init"):
+                raise _error(errno.ENOSYS, f"the {trigger} trigger is not implemented by Xen "
+                                           f"on x86 (xm reset resets a domain)")
+            if trigger in ("power", "s3resume") and not rec["hvm"]:
+                raise _error(errno.EINVAL, f"the {trigger} trigger is for HVM guests (ACPI)")
+            if trigger == "nmi":
+                guest.say(rec, now, f"Uhhuh. NMI received for unknown reason 00 on CPU {vcpu}.")
+            elif trigger == "power" and not rec["shutdown"]:
+                guest.say(rec, now, "ACPI: Power Button [PWRF]")
+                rec["request"] = [SHUTDOWN_POWEROFF, now]
+
+    def send_debug_keys(self, keys: str) -> None:
+        """Each key's answer goes to the console ring, as Xen's keyhandlers print."""
+        if not isinstance(keys, str) or not keys:
+            raise _error(errno.EINVAL, "no debug keys")
+        lines = "".join(f"(XEN) '{k}' pressed -> {simhost.debug_key(k)}\n" for k in keys)
+        with self._lock:
+            try:
+                with open(self._ring_path(), "rb") as f:
+                    ring = f.read()
+            except FileNotFoundError:
+                ring = b""
+            atomic_write(self._ring_path(), ring + lines.encode())
+
+    # -- CPU pools ------------------------------------------------------------------------------
+    def _pools(self, doc: dict) -> List[dict]:
+        if "pools" not in doc:           # a state directory made before pools existed
+            doc["pools"] = [{"poolid": 0, "sched": doc["host"].get("scheduler", "credit"),
+                             "cpus": list(range(doc["host"]["nr_cpus"]))}]
+            doc["next_poolid"] = 1
+        return doc["pools"]
+
+    def _pool(self, doc: dict, poolid: int) -> dict:
+        for pool in self._pools(doc):
+            if pool["poolid"] == poolid:
+                return pool
+        raise _error(errno.ENOENT, f"no CPU pool {poolid!r}")
+
+    def cpupool_list(self) -> List[CpuPoolInfo]:
+        with self._mutex:
+            doc = self._load()
+            out = [CpuPoolInfo(p["poolid"], p["sched"], list(p["cpus"]), [])
+                   for p in self._pools(dict(doc))]
+            by_id = {p.poolid: p for p in out}
+            for rec in doc["domains"]:
+                pool = by_id.get(rec.get("pool", 0))
+                if pool is not None:
+                    pool.domids.append(rec["domid"])
+            return out
+
+    def cpupool_create(self, scheduler: str) -> int:
+        if scheduler not in SCHEDULERS:
+            raise _error(errno.EINVAL, f"unknown scheduler {scheduler!r}")
+        with self._update() as (doc, _, _now):
+            pools = self._pools(doc)
+            poolid = doc["next_poolid"]
+            doc["next_poolid"] = poolid + 1
+            pools.append({"poolid": poolid, "sched": scheduler, "cpus": []})
+        return poolid
+
+    def cpupool_destroy(self, poolid: int) -> None:
+        with self._update() as (doc, _, _now):
+            pool = self._pool(doc, poolid)
+            if poolid == 0:
+                raise _error(errno.EINVAL, "Pool-0 cannot be destroyed")
+            if pool["cpus"] or any(r.get("pool", 0) == poolid for r in doc["domains"]):
+                raise _error(errno.EBUSY, f"CPU pool {poolid} still has CPUs or domains")
+            self._pools(doc).remove(pool)
+
+    def cpupool_add_cpu(self, poolid: int, cpu: int) -> None:
+        with self._update() as (doc, _, _now):
+            pool = self._pool(doc, poolid)
+            if not isinstance(cpu, int) or not 0 <= cpu < doc["host"]["nr_cpus"]:
+                raise _error(errno.EINVAL, f"no CPU {cpu!r} on this host")
+            if any(cpu in p["cpus"] for p in self._pools(doc)):
+                raise _error(errno.EBUSY, f"CPU {cpu} belongs to a pool")
+            pool["cpus"] = sorted(pool["cpus"] + [cpu])
+
+    def cpupool_remove_cpu(self, poolid: int, cpu: int) -> None:
+        with self._update() as (doc, _, _now):
+            pool = self._pool(doc, poolid)
+            if cpu not in pool["cpus"]:
+                raise _error(errno.EINVAL, f"CPU {cpu!r} is not in pool {poolid}")
+            if len(pool["cpus"]) == 1 and any(r.get("pool", 0) == poolid
+                                              for r in doc["domains"]):
+                raise _error(errno.EBUSY, f"CPU {cpu} is the last one of pool {poolid}, "
+                                          f"which has domains")
+            pool["cpus"] = [c for c in pool["cpus"] if c != cpu]
+
+    def cpupool_move_domain(self, poolid: int, domid: int) -> None:
+        with self._lock:
+            doc = self._load()
+            pool = self._pool(dict(doc), poolid)
+            if not pool["cpus"]:
+                raise _error(errno.ENODEV, f"CPU pool {poolid} has no CPUs")
+            with self._update(domid, allow_dom0=False) as (_, rec, _now):
+                rec["pool"] = poolid
+
     # -- store ---------------------------------------------------------------------------------
     def store_read(self, path: str) -> Optional[str]:
         return self._store.read(path)
@@ -387,15 +521,23 @@ class SimulatedHypervisor(Hypervisor):
             return
         match = _BACKEND_STATE.match(path)
         if match and value in (XENBUS_INITIALISING, XENBUS_CLOSING):
-            self._backend_event(match.group(1), int(match.group(2)), value)
+            self._backend_event(match.group(1), match.group(2), int(match.group(3)),
+                                match.group(4), value)
+            return
+        match = _BACKEND_PARAMS.match(path)
+        if match:
+            self._medium_event(match.group(1), int(match.group(3)), match.group(4), value)
 
-    def _backend_event(self, backend: str, frontend_domid: int, state: str) -> None:
+    def _backend_event(self, backend: str, cls: str, frontend_domid: int, devid: str,
+                       state: str) -> None:
         """dom0's backend driver and hotplug scripts, answering a device the toolstack set up
-        (Initialising) or closed (Closing); see the module docstring."""
+        (Initialising) or closed (Closing), and the guest's frontend finding the device or
+        letting it go; see the module docstring."""
         with self._mutex:
             self._load()
             rec = self._index.get(frontend_domid)
             knobs = rec["knobs"] if rec is not None else {}
+        group = "vbd" if cls in ("vbd", "tap", "tap2") else cls
         if state == XENBUS_INITIALISING:
             if knobs.get("hotplug_hang"):
                 return
@@ -406,8 +548,59 @@ class SimulatedHypervisor(Hypervisor):
                 return
             self._store.write(backend + "/hotplug-status", "connected")
             self._store.write(backend + "/state", XENBUS_CONNECTED)
+            if rec is not None and frontend_domid != 0:
+                self._frontend_connects(backend, group, frontend_domid, devid)
         elif not knobs.get("unplug_hang"):
+            front = self._store.read(backend + "/frontend")
             self._store.rm(backend)
+            if front and self._store.read(front + "/backend") is not None:
+                self._store.write(front + "/state", XENBUS_CLOSED)
+            if rec is not None and frontend_domid != 0 and group in _GUEST_GROUPS:
+                try:
+                    with self._update(frontend_domid) as (_, grec, now):
+                        guest.device_removed(grec, now, group, devid)
+                except HypervisorError:     # the domain went meanwhile
+                    pass
+
+    def _frontend_connects(self, backend: str, group: str, domid: int, devid: str) -> None:
+        """The guest's frontend driver takes the device: its ring and event channel, state
+        Connected; the guest notices the device (``xend-sim devices``, its console)."""
+        front = self._store.read(backend + "/frontend")
+        if group not in _GUEST_GROUPS or not front:
+            return
+        name = (self._store.read(backend + "/dev") or f"{group}{devid}").split(":")[0]
+        try:
+            with self._update(domid) as (_, rec, now):
+                guest.device_added(rec, now, group, devid, name)
+                port = 10 + sum(len(v) for v in (rec.get("devices") or {}).values())
+        except HypervisorError:             # the domain went meanwhile
+            return
+        self._store.write(front + "/event-channel", str(port))
+        if group == "vif":
+            self._store.write(front + "/tx-ring-ref", str(768 + 2 * port))
+            self._store.write(front + "/rx-ring-ref", str(769 + 2 * port))
+        else:
+            self._store.write(front + "/ring-ref", str(8 + port))
+        self._store.write(front + "/state", XENBUS_CONNECTED)
+
+    def _medium_event(self, backend: str, domid: int, devid: str, params: str) -> None:
+        """A cdrom's backend got a new medium (``params``; '' = ejected): the guest sees it."""
+        if self._store.read(backend + "/state") != XENBUS_CONNECTED:
+            return
+        with self._mutex:
+            self._load()
+            if domid not in self._index:
+                return
+        try:
+            with self._update(domid) as (_, rec, now):
+                guest.medium_changed(rec, now, "vbd", devid, params)
+        except HypervisorError:
+            pass
+
+    def guest_devices(self, domid: int) -> Dict[str, List[str]]:
+        """The disks and nics the guest sees now (``xend-sim devices``)."""
+        rec, _ = self._settled(domid)
+        return guest.guest_devices(rec)
 
     def _request_shutdown(self, domid: int, reason: int) -> None:
         """The guest sees the request; a cooperative one acts on it after its delay."""

@@ -26,7 +26,8 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 from ..errors import HypervisorError
 from . import libxen as X
-from .base import (SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_SUSPEND, DomainInfo, DomainSpec,
+from .base import (SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_SUSPEND, TRIGGERS, CpuPoolInfo,
+                   DeviceSpec, DomainInfo, DomainSpec,
                    Hypervisor, PhysInfo, VcpuInfo, VersionInfo)
 from .hostcheck import HostLayout, problems
 
@@ -41,6 +42,8 @@ _POLL_SECONDS = 0.25
 _DYING_WAIT = 10.0          # seconds a destroy waits for Xen to release the domain
 #: what libxl adds to a domain's memory limit (LIBXL_MAXMEM_CONSTANT, 1 MiB)
 MAXMEM_SLACK_KIB = 1024
+BLOCK_CLASSES = ("vbd", "tap", "tap2")
+PCIBACK = "/sys/bus/pci/drivers/pciback"
 _NOT_WITHOUT_LIBXENGUEST = ("moving a real domain's memory needs libxenguest (xc_domain_save/"
                             "xc_domain_restore), which the xenctrl backend does not bind")
 
@@ -118,13 +121,32 @@ class XenctrlHypervisor(Hypervisor):
 
     def physinfo(self) -> PhysInfo:
         info = self._physinfo_raw()
-        caps = virt_caps(info.capabilities)
         return PhysInfo(nr_cpus=info.nr_cpus, nr_nodes=info.nr_nodes,
                         cores_per_socket=info.cores_per_socket,
                         threads_per_core=info.threads_per_core, cpu_khz=info.cpu_khz,
                         hw_caps=":".join("%08x" % word for word in info.hw_cap),
-                        virt_caps=" ".join(caps), total_kib=info.total_pages * 4,
+                        virt_caps=virt_caps(info.capabilities),
+                        total_kib=info.total_pages * 4,
                         free_kib=info.free_pages * 4, scrub_kib=info.scrub_pages * 4)
+
+    def topology(self) -> List[Tuple[int, int, int]]:
+        """libxenctrl's CPU topology (a CPU not there: its numbers as -1)."""
+        count = c_uint(0)
+        self._call("xc_cputopoinfo", byref(count), None)
+        cpus = (X.xc_cputopo_t * count.value)()
+        self._call("xc_cputopoinfo", byref(count), cpus)
+        return [tuple(-1 if v == X.XEN_INVALID_ID else v for v in (c.core, c.socket, c.node))
+                for c in cpus[:count.value]]
+
+    def numa_info(self) -> List[Tuple[int, int, int, List[int]]]:
+        count = c_uint(0)
+        self._call("xc_numainfo", byref(count), None, None)
+        n = count.value
+        mem = (X.xc_meminfo_t * n)()
+        dist = (c_uint32 * (n * n))()
+        self._call("xc_numainfo", byref(count), mem, dist)
+        return [(m.memsize // 1024, m.memfree // 1024, min(m.memsize // 1024, 4 << 20),
+                 [dist[i * n + j] for j in range(n)]) for i, m in enumerate(mem[:n])]
 
     def version(self) -> VersionInfo:
         packed = self._call("xc_version", X.XENVER_version, None)
@@ -276,6 +298,71 @@ class XenctrlHypervisor(Hypervisor):
             log.warning("domain %d: libxl's configuration is unusable: %s", domid, e)
             return None
 
+    # -- devices of a running domain: libxl's hot-plug ----------------------------------------
+    def attach_device(self, domid: int, dev: DeviceSpec, hvm: bool = False) -> None:
+        """Through libxl, which runs dom0's hotplug script and waits for the backend; the
+        host is checked first (the disk's file, the vif's bridge and script)."""
+        from .hostcheck import device_problems
+        from .libxl_config import LibxlConfigError
+        missing = device_problems(dev, self.host_layout())
+        if missing:
+            raise HypervisorError(errno.ENOENT, "; ".join(m.replace("its ", "the ", 1)
+                                                          for m in missing))
+        ts = self._toolstack()
+        try:
+            if dev.cls in BLOCK_CLASSES:
+                ts.add_disk(_domid(domid), dev)
+            elif dev.cls == "vif":
+                (ts.add_nic_hvm if hvm else ts.add_nic)(_domid(domid), dev)
+            elif dev.cls == "pci":
+                ts.add_pci(_domid(domid), dev)
+            else:
+                raise HypervisorError(errno.ENOSYS, f"{dev.cls} devices cannot be added to a "
+                                                    f"running domain")
+        except LibxlConfigError as e:
+            raise HypervisorError(errno.EINVAL, str(e)) from None
+
+    def detach_device(self, domid: int, dev: DeviceSpec, force: bool = False) -> None:
+        from .libxl_config import LibxlConfigError
+        ts = self._toolstack()
+        try:
+            if dev.cls in BLOCK_CLASSES:
+                ts.remove_disk(_domid(domid), dev, force)
+            elif dev.cls == "vif":
+                ts.remove_nic(_domid(domid), dev, force)
+            elif dev.cls == "pci":
+                ts.remove_pci(_domid(domid), dev, force)
+            else:
+                raise HypervisorError(errno.ENOSYS, f"{dev.cls} devices cannot be removed "
+                                                    f"from a running domain")
+        except LibxlConfigError as e:
+            raise HypervisorError(errno.EINVAL, str(e)) from None
+
+    def configure_device(self, domid: int, dev: DeviceSpec) -> None:
+        """A cdrom's new medium through ``libxl_cdrom_insert`` (qemu's, for an HVM guest)."""
+        from .hostcheck import device_problems
+        from .libxl_config import LibxlConfigError
+        missing = device_problems(dev, self.host_layout())
+        if missing:
+            raise HypervisorError(errno.ENOENT, "; ".join(missing))
+        try:
+            self._toolstack().insert_cdrom(_domid(domid), dev)
+        except LibxlConfigError as e:
+            raise HypervisorError(errno.EINVAL, str(e)) from None
+
+    def pci_assignable(self) -> Optional[List[str]]:
+        """The devices bound to dom0's pciback driver (xen-pciback), as ``xl
+        pci-assignable-list`` lists them."""
+        return pciback_devices()
+
+    def send_trigger(self, domid: int, trigger: str, vcpu: int = 0) -> None:
+        if trigger not in TRIGGERS:
+            raise HypervisorError(errno.EINVAL, f"unknown trigger {trigger!r}")
+        self._toolstack().send_trigger(_domid(domid), trigger, vcpu)
+
+    def send_debug_keys(self, keys: str) -> None:
+        self._toolstack().send_debug_keys(keys)
+
     def pause(self, domid: int) -> None:
         self._call("xc_domain_pause", _domid(domid))
 
@@ -393,6 +480,65 @@ class XenctrlHypervisor(Hypervisor):
         params = struct(weight=weight, cap=cap)
         self._call(prefix + "_set", _domid(domid), byref(params))
 
+    def sched_credit2_get(self, domid: int) -> int:
+        params = X.xen_domctl_sched_credit2()
+        self._call("xc_sched_credit2_domain_get", _domid(domid), byref(params))
+        return params.weight
+
+    def sched_credit2_set(self, domid: int, weight: int) -> None:
+        if not (isinstance(weight, int) and 1 <= weight <= 65535):
+            raise HypervisorError(errno.EINVAL, f"bad credit2 weight {weight!r}")
+        params = X.xen_domctl_sched_credit2()
+        self._call("xc_sched_credit2_domain_get", _domid(domid), byref(params))
+        params.weight = weight
+        self._call("xc_sched_credit2_domain_set", _domid(domid), byref(params))
+
+    # -- CPU pools (libxenctrl) -----------------------------------------------------------------
+    def cpupool_list(self) -> List[CpuPoolInfo]:
+        self._check_process()
+        size = self._call("xc_get_cpumap_size")
+        pools: List[CpuPoolInfo] = []
+        poolid = 0
+        while True:
+            with self._lock:
+                ptr = self._xc.xc_cpupool_getinfo(self._xch, poolid)
+            if not ptr:
+                break
+            try:
+                info = ptr.contents
+                cpus = [c for c in range(size * 8) if info.cpumap[c >> 3] >> (c & 7) & 1]
+                pools.append(CpuPoolInfo(info.cpupool_id,
+                                         X.XEN_SCHEDULERS.get(info.sched_id,
+                                                              str(info.sched_id)), cpus))
+                poolid = info.cpupool_id + 1
+            finally:
+                with self._lock:
+                    self._xc.xc_cpupool_infofree(self._xch, ptr)
+        by_id = {p.poolid: p for p in pools}
+        for d in self.list_domains():
+            if d.cpupool in by_id:
+                by_id[d.cpupool].domids.append(d.domid)
+        return pools
+
+    def cpupool_create(self, scheduler: str) -> int:
+        if scheduler not in X.XEN_SCHEDULER_IDS:
+            raise HypervisorError(errno.EINVAL, f"unknown scheduler {scheduler!r}")
+        poolid = c_uint32(0xFFFFFFFF)           # XC_CPUPOOL_POOLID_ANY
+        self._call("xc_cpupool_create", byref(poolid), X.XEN_SCHEDULER_IDS[scheduler])
+        return poolid.value
+
+    def cpupool_destroy(self, poolid: int) -> None:
+        self._call("xc_cpupool_destroy", poolid)
+
+    def cpupool_add_cpu(self, poolid: int, cpu: int) -> None:
+        self._call("xc_cpupool_addcpu", poolid, cpu)
+
+    def cpupool_remove_cpu(self, poolid: int, cpu: int) -> None:
+        self._call("xc_cpupool_removecpu", poolid, cpu)
+
+    def cpupool_move_domain(self, poolid: int, domid: int) -> None:
+        self._call("xc_cpupool_movedomain", poolid, _domid(domid))
+
     # -- the store (xenstored through libxenstore) ---------------------------------------------
     def _xs(self) -> Tuple[ctypes.CDLL, int]:
         self._check_process()
@@ -489,18 +635,29 @@ class XenctrlHypervisor(Hypervisor):
                 self._xch = None
 
 
-def virt_caps(bits: int) -> List[str]:
-    """The host's virtualisation capabilities in xl info's words and order."""
-    has = lambda cap: bool(bits & cap)  # noqa: E731
-    caps = [("pv", has(X.XEN_SYSCTL_PHYSCAP_pv)), ("hvm", has(X.XEN_SYSCTL_PHYSCAP_hvm)),
-            ("hvm_directio", has(X.XEN_SYSCTL_PHYSCAP_hvm) and has(X.XEN_SYSCTL_PHYSCAP_directio)),
-            ("pv_directio", has(X.XEN_SYSCTL_PHYSCAP_pv) and has(X.XEN_SYSCTL_PHYSCAP_directio)),
-            ("hap", has(X.XEN_SYSCTL_PHYSCAP_hap)), ("shadow", has(X.XEN_SYSCTL_PHYSCAP_shadow)),
-            ("iommu_hap_pt_share", has(X.XEN_SYSCTL_PHYSCAP_iommu_hap_pt_share)),
-            ("vmtrace", has(X.XEN_SYSCTL_PHYSCAP_vmtrace)), ("vpmu", has(X.XEN_SYSCTL_PHYSCAP_vpmu)),
-            ("gnttab-v1", has(X.XEN_SYSCTL_PHYSCAP_gnttab_v1)),
-            ("gnttab-v2", has(X.XEN_SYSCTL_PHYSCAP_gnttab_v2))]
-    return [name for name, present in caps if present]
+def pciback_devices(driver: str = PCIBACK) -> Optional[List[str]]:
+    """``DDDD:BB:SS.F`` of the PCI devices bound to pciback; None without the driver."""
+    try:
+        names = os.listdir(driver)
+    except OSError:
+        return None
+    found = [n for n in names if len(n) == 12 and n[4] == ":" and n[7] == ":" and n[10] == "."]
+    return sorted(found)
+
+
+def virt_caps(capabilities: int) -> str:
+    """The host's virtualisation features, named and ordered as ``xl info`` shows them."""
+    c = capabilities
+    names = [("pv", c & X.XEN_SYSCTL_PHYSCAP_pv), ("hvm", c & X.XEN_SYSCTL_PHYSCAP_hvm),
+             ("hvm_directio", c & X.XEN_SYSCTL_PHYSCAP_hvm and c & X.XEN_SYSCTL_PHYSCAP_directio),
+             ("pv_directio", c & X.XEN_SYSCTL_PHYSCAP_pv and c & X.XEN_SYSCTL_PHYSCAP_directio),
+             ("hap", c & X.XEN_SYSCTL_PHYSCAP_hap), ("shadow", c & X.XEN_SYSCTL_PHYSCAP_shadow),
+             ("iommu_hap_pt_share", c & X.XEN_SYSCTL_PHYSCAP_iommu_hap_pt_share),
+             ("vmtrace", c & X.XEN_SYSCTL_PHYSCAP_vmtrace),
+             ("vpmu", c & X.XEN_SYSCTL_PHYSCAP_vpmu),
+             ("gnttab-v1", c & X.XEN_SYSCTL_PHYSCAP_gnttab_v1),
+             ("gnttab-v2", c & X.XEN_SYSCTL_PHYSCAP_gnttab_v2)]
+    return " ".join(name for name, present in names if present)
 
 
 def _domid(domid: int) -> int:
@@ -536,4 +693,5 @@ def _domain_info(raw: X.xc_domaininfo_t) -> DomainInfo:
         hvm=bool(flags & X.XEN_DOMINF_hvm_guest),
         shutdown_reason=reason if is_shutdown else 0,
         mem_kib=raw.tot_pages * 4, maxmem_kib=raw.max_pages * 4, cpu_time_ns=raw.cpu_time,
-        online_vcpus=raw.nr_online_vcpus, max_vcpu_id=raw.max_vcpu_id, ssidref=raw.ssidref)
+        online_vcpus=raw.nr_online_vcpus, max_vcpu_id=raw.max_vcpu_id, ssidref=raw.ssidref,
+        cpupool=raw.cpupool)

@@ -17,7 +17,15 @@ DOMAIN_METHODS = (
     "create", "restore", "new", "start", "delete", "suspend", "resume", "pause", "unpause",
     "destroy", "save", "migrate", "dump", "pincpu", "maxmem_set", "sched_credit_get",
     "sched_credit_set", "reset", "setpauseflag", "getpauseflag",
+    # devices after the build
+    "device_create", "device_configure", "destroyDevice", "getDeviceSxprs",
+    "getBlockDeviceClass",
+    "send_trigger", "sched_credit2_get", "sched_credit2_set", "cpu_sedf_get", "cpu_sedf_set",
 )
+
+# xend.cpu_pool.<name> -> CpuPools.pool_<name>
+CPU_POOL_METHODS = ("create", "new", "start", "list", "destroy", "delete", "cpu_add",
+                    "cpu_remove", "migrate")
 
 
 def _unsupported(*_args) -> None:
@@ -37,7 +45,11 @@ def build_method_table(node) -> Dict[str, Callable]:
         "xend.node.dmesg.info": node.dmesg_info,
         "xend.node.dmesg.clear": node.dmesg_clear,
         "xend.node.progress": node.progress,
+        "xend.node.pciinfo": node.pciinfo,
+        "xend.node.send_debug_keys": node.send_debug_keys,
     }
     for name in DOMAIN_METHODS:
         table["xend.domain." + name] = getattr(reg, "domain_" + name)
+    for name in CPU_POOL_METHODS:
+        table["xend.cpu_pool." + name] = getattr(node.cpupools, "pool_" + name)
     return table

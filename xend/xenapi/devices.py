@@ -3,8 +3,10 @@ configuration), ``VDI`` and ``SR`` (the disks those devices name), ``network`` (
 the vifs are on) and ``console``.
 
 * A VBD or VIF made with ``create`` is added to its VM's configuration with a ``(uuid U)``
-  entry; it is used from the VM's next start (this xend does not hot-plug: ``plug`` and
-  ``unplug`` are refused). ``destroy`` removes it from the configuration of a halted VM.
+  entry; it is used from the VM's next start, or at once with ``plug`` on a running VM
+  (``unplug`` takes it out of the guest again; ``currently_attached`` tells). ``destroy``
+  removes it from the configuration of a halted VM. ``VBD.media_change`` changes a CD's
+  medium.
 * A VDI is named by its location, the ``uname`` a disk is given by (``phy:/dev/vg/g1``,
   ``file:/srv/g1.img``): every disk of every VM is a VDI; ``VDI.create`` records one (its
   ``location`` field or ``other_config:location``; without one, a sparse image file of
@@ -20,7 +22,8 @@ from typing import Any, Dict, List, Tuple
 
 from . import records as rec
 from . import wire
-from .errors import OPERATION_NOT_ALLOWED, XenAPIError, bad_power_state, bad_value
+from .errors import (DEVICE_ALREADY_ATTACHED, DEVICE_ALREADY_DETACHED, OPERATION_NOT_ALLOWED,
+                     XenAPIError, bad_power_state, bad_value, from_xend)
 from .objects import ApiClass, Call, Record
 from .records import DeviceView, VmView
 
@@ -112,11 +115,29 @@ class _Device(ApiClass):
         self.api.change_config(v.uuid, change, self.name, "")
 
     def plug(self, call: Call, ref: Any) -> None:
-        self.find(ref)
-        raise XenAPIError(OPERATION_NOT_ALLOWED, "this xend does not hot-plug devices; the "
-                          "device is used from the VM's next start")
+        """Into the running VM (it must run; a halted VM gets it at its next start)."""
+        v, d = self.find(ref)
+        if not v.resident:
+            raise bad_power_state(v.uuid, "Running", v.power_state)
+        if self.api.registry.device_live(v.uuid, d.uuid):
+            raise XenAPIError(DEVICE_ALREADY_ATTACHED, d.uuid)
+        with from_xend("VM", v.uuid):
+            self.api.registry.domain_device_plug(v.uuid, d.uuid)
+        self.api.events.poke()
 
-    unplug = plug
+    def unplug(self, call: Call, ref: Any) -> None:
+        """Out of the running VM; it stays in the VM's configuration."""
+        v, d = self.find(ref)
+        if not v.resident:
+            raise bad_power_state(v.uuid, "Running", v.power_state)
+        if not self.api.registry.device_live(v.uuid, d.uuid):
+            raise XenAPIError(DEVICE_ALREADY_DETACHED, d.uuid)
+        with from_xend("VM", v.uuid):
+            self.api.registry.domain_device_unplug(v.uuid, d.uuid)
+        self.api.events.poke()
+
+    def _attached(self, v: VmView, d: DeviceView) -> bool:
+        return v.resident and self.api.registry.device_live(v.uuid, d.uuid)
 
 
 class VBD(_Device):
@@ -130,7 +151,7 @@ class VBD(_Device):
     async_messages = ("create", "destroy")
 
     def make(self, v: VmView, d: DeviceView) -> Record:
-        return rec.vbd_record(v, d)
+        return dict(rec.vbd_record(v, d), currently_attached=self._attached(v, d))
 
     def create(self, call: Call, record: Any) -> str:
         v = self._vm_for_create(record)
@@ -159,7 +180,18 @@ class VBD(_Device):
         raise bad_value("device", "", "no free device name")
 
     def media_change(self, call: Call, ref: Any, vdi: Any) -> None:
-        self.plug(call, ref)
+        """A cdrom's new medium (a VDI's location), as ``xm block-configure`` changes it."""
+        v, d = self.find(ref)
+        if rec.vbd_device_name(d.details)[1] != "CD":
+            raise XenAPIError(OPERATION_NOT_ALLOWED, "only a CD VBD's medium can be changed")
+        location = self.api.vdi_location(wire.as_str(vdi))
+        if location is None:
+            raise XenAPIError("HANDLE_INVALID", "VDI", wire.as_str(vdi))
+        with from_xend("VM", v.uuid):
+            self.api.registry.domain_device_configure(
+                v.uuid, ["vbd", ["uname", location], ["dev", d.details.get("dev", "")],
+                         ["mode", "r"]])
+        self.api.events.poke()
 
     def set_device(self, call: Call, ref: Any, value: Any) -> None:
         v, d = self.find(ref)
@@ -202,7 +234,8 @@ class VIF(_Device):
 
     def make(self, v: VmView, d: DeviceView) -> Record:
         bridge = rec.vif_bridge(d.details, self.api.default_bridge())
-        return rec.vif_record(v, d, rec.named_uuid("network", bridge))
+        return dict(rec.vif_record(v, d, rec.named_uuid("network", bridge)),
+                    currently_attached=self._attached(v, d))
 
     def create(self, call: Call, record: Any) -> str:
         v = self._vm_for_create(record)

@@ -48,6 +48,7 @@ COMMANDS = {
     "list": ("listing", "list_", "[options] [Domain, ...]",
              "List information about all/some domains.",
              (("-l", "--long", "Output all VM details in SXP"),
+              ("", "--label", "Include security labels"),
               ("", "--state=<state>", "Select only VMs with the specified state"),
               ("", "--pool=<pool>", "Select only VMs in specified cpu pool"))),
     "mem-max": ("resources", "mem_max", "<Domain> <Mem>",
@@ -104,13 +105,156 @@ COMMANDS = {
              (("-c", "--config", "List Xend configuration parameters"),
               ("-n", "--numa", "List host NUMA topology information"))),
     "log": ("host", "log", "", "Print Xend log.", ()),
+    # devices
+    "block-attach": ("devices", "block_attach",
+                     "<Domain> <BackDev> <FrontDev> <Mode> [BackDomain]",
+                     "Create a new virtual block device.", ()),
+    "block-configure": ("devices", "block_configure",
+                        "<Domain> <BackDev> <FrontDev> <Mode> [BackDomain]",
+                        "Change block device configuration.", ()),
+    "block-detach": ("devices", "block_detach", "<Domain> <DevId> [-f|--force]",
+                     "Destroy a domain's virtual block device.", ()),
+    "block-list": ("devices", "block_list", "<Domain> [--long]",
+                   "List virtual block devices for a domain.",
+                   (("-l", "--long", "List resources as SXP"),)),
+    "network-attach": ("devices", "network_attach",
+                       "<Domain> [type=<type>] [mac=<mac>] [bridge=<bridge>] [ip=<ip>] "
+                       "[script=<script>] [backend=<BackDomain>] [vifname=<name>] "
+                       "[rate=<rate>] [model=<model>][accel=<accel>]",
+                       "Create a new virtual network device.", ()),
+    "network-detach": ("devices", "network_detach", "<Domain> <DevId|mac> [-f|--force]",
+                       "Destroy a domain's virtual network device.", ()),
+    "network-list": ("devices", "network_list", "<Domain> [--long]",
+                     "List virtual network interfaces for a domain.",
+                     (("-l", "--long", "List resources as SXP"),)),
+    "pci-attach": ("devices", "pci_attach",
+                   "[-o|--options=<opt>] <Domain> <domain:bus:slot.func> [virtual slot]",
+                   "Insert a new pass-through pci device.",
+                   (("-o", "--options=<opt>", "msitranslate=0|1 or power_mgmt=0|1"),)),
+    "pci-detach": ("devices", "pci_detach", "<Domain> <domain:bus:slot.func>",
+                   "Remove a domain's pass-through pci device.", ()),
+    "pci-list": ("devices", "pci_list", "<Domain>",
+                 "List pass-through pci devices for a domain.", ()),
+    "pci-list-assignable-devices": ("devices", "pci_list_assignable_devices", "",
+                                    "List all the assignable pci devices.", ()),
+    # domains and the hypervisor
+    "domstate": ("control", "domstate", "<Domain>", "Get the state of a domain.", ()),
+    "reset": ("control", "reset", "<Domain>", "Reset a domain.", ()),
+    "trigger": ("control", "trigger", "<Domain> <nmi|reset|init|s3resume|power> [<VCPU>]",
+                "Send a trigger to a domain.", ()),
+    "debug-keys": ("control", "debug_keys", "<Keys>", "Send debug keys to Xen.", ()),
+    "sched-credit2": ("resources", "sched_credit2", "[-d <Domain> [-w[=WEIGHT]]]",
+                      "Get/set credit2 scheduler parameters.",
+                      (("-d DOMAIN", "--domain=DOMAIN", "Domain to modify"),
+                       ("-w WEIGHT", "--weight=WEIGHT", "Weight (int)"))),
+    "sched-sedf": ("resources", "sched_sedf", "<Domain> [options]",
+                   "Get/set EDF parameters.",
+                   (("-p [MS]", "--period[=MS]", "Relative deadline(ms)"),
+                    ("-s [MS]", "--slice[=MS]", "Worst-case execution time(ms). (slice < period)"),
+                    ("-l [MS]", "--latency[=MS]", "Scaled period (ms) when domain performs "
+                                                  "heavy I/O"),
+                    ("-e [FLAG]", "--extratime[=FLAG]", "Flag (0 or 1) controls if domain can "
+                                                        "run in extra time."),
+                    ("-w [FLOAT]", "--weight[=FLOAT]", "CPU Period/slice (do not set with "
+                                                       "--period/--slice)"))),
+    "top": ("top", "top", "[-b] [-i N] [-d SECONDS] [-f]",
+            "Monitor a host and the domains in real time.",
+            (("-b", "--batch", "Print the table each time (no screen), as xentop -b"),
+             ("-i N", "--iterations=N", "Stop after N updates"),
+             ("-d SECONDS", "--delay=SECONDS", "Seconds between updates (default 3)"),
+             ("-f", "--full-name", "Do not cut domain names at 10 characters"))),
+    "shell": ("shell", "shell", "", "Launch an interactive shell.", ()),
+    # CPU pools
+    "cpupool-create": ("cpupools", "cpupool_create", "<ConfigFile> [vars]",
+                       "Create a CPU pool based an ConfigFile.",
+                       (("-n", "--dryrun", "Print the pool's configuration in SXP; create "
+                                           "nothing"),
+                        ("", "--path=PATH", "Search path for configuration scripts (default "
+                                            ".:/etc/xen/cpupool)"),
+                        ("-f", "--defconfig=FILE", "Use the given Python configuration script"),
+                        ("-F", "--config=FILE", "Use the given pool configuration (SXP)"))),
+    "cpupool-new": ("cpupools", "cpupool_new", "<ConfigFile> [vars]",
+                    "Adds a CPU pool to Xend CPU pool management.",
+                    (("-n", "--dryrun", "Print the pool's configuration in SXP; add nothing"),
+                     ("", "--path=PATH", "Search path for configuration scripts (default "
+                                         ".:/etc/xen/cpupool)"),
+                     ("-f", "--defconfig=FILE", "Use the given Python configuration script"),
+                     ("-F", "--config=FILE", "Use the given pool configuration (SXP)"))),
+    "cpupool-start": ("cpupools", "cpupool_start", "<CPU Pool>", "Starts a Xend CPU pool.", ()),
+    "cpupool-list": ("cpupools", "cpupool_list", "[<CPU Pool>] [-l|--long] [-c|--cpus]",
+                     "List CPU pools on host.",
+                     (("-l", "--long", "Output all CPU pool details in SXP format"),
+                      ("-c", "--cpus", "Output list of CPUs used by a pool"))),
+    "cpupool-destroy": ("cpupools", "cpupool_destroy", "<CPU Pool>",
+                        "Deactivates a CPU pool.", ()),
+    "cpupool-delete": ("cpupools", "cpupool_delete", "<CPU Pool>",
+                       "Removes a CPU pool from Xend management.", ()),
+    "cpupool-cpu-add": ("cpupools", "cpupool_cpu_add", "<CPU Pool> <CPU nr>",
+                        "Adds a CPU to a CPU pool.", ()),
+    "cpupool-cpu-remove": ("cpupools", "cpupool_cpu_remove", "<CPU Pool> <CPU nr>",
+                           "Removes a CPU from a CPU pool.", ()),
+    "cpupool-migrate": ("cpupools", "cpupool_migrate", "<Domain> <CPU Pool>",
+                        "Moves a domain into a CPU pool.", ()),
 }
 
-ALIASES = {"balloon": "mem-set", "set-vcpus": "vcpu-set"}
+#: the commands of xm 4.4 this xm has not, and why (``xm CMD`` says so)
+MISSING = {
+    "vncviewer": "this xend runs no device model, so no guest has a VNC server to view",
+    "serve": "xm reaches xend over its sockets; the ssh:// server URIs serve was for are "
+             "not taken",
+    "event-monitor": "it printed Xen-API events: use the Xen-API's event.next "
+                     "(xen-api-server) instead",
+    "usb-add": "USB devices of HVM guests are qemu's, and this xend runs no device model",
+    "usb-del": "USB devices of HVM guests are qemu's, and this xend runs no device model",
+    "network2-attach": "netchannel2 never reached Linux; use network-attach",
+    "network2-detach": "netchannel2 never reached Linux; use network-detach",
+    "network2-list": "netchannel2 never reached Linux; use network-list",
+    "vnet-create": "vnets needed a kernel module that no Linux of Xen 4.x had",
+    "vnet-delete": "vnets needed a kernel module that no Linux of Xen 4.x had",
+    "vnet-list": "vnets needed a kernel module that no Linux of Xen 4.x had",
+    "scsi-attach": "PV SCSI (vscsi) is not built by this xend (disks are vbds)",
+    "scsi-detach": "PV SCSI (vscsi) is not built by this xend (disks are vbds)",
+    "scsi-list": "PV SCSI (vscsi) is not built by this xend (disks are vbds)",
+    "usb-attach": "PV USB (usbback) is not in the Linux kernels Xen 4.17 runs with",
+    "usb-detach": "PV USB (usbback) is not in the Linux kernels Xen 4.17 runs with",
+    "usb-list": "PV USB (usbback) is not in the Linux kernels Xen 4.17 runs with",
+    "usb-list-assignable-devices": "PV USB (usbback) is not in the Linux kernels Xen 4.17 "
+                                   "runs with",
+    "usb-hc-create": "PV USB (usbback) is not in the Linux kernels Xen 4.17 runs with",
+    "usb-hc-destroy": "PV USB (usbback) is not in the Linux kernels Xen 4.17 runs with",
+    "tmem-list": "transcendent memory (tmem) left Xen in 4.13",
+    "tmem-thaw": "transcendent memory (tmem) left Xen in 4.13",
+    "tmem-freeze": "transcendent memory (tmem) left Xen in 4.13",
+    "tmem-destroy": "transcendent memory (tmem) left Xen in 4.13",
+    "tmem-set": "transcendent memory (tmem) left Xen in 4.13",
+    "tmem-freeable": "transcendent memory (tmem) left Xen in 4.13",
+    "tmem-shared-auth": "transcendent memory (tmem) left Xen in 4.13",
+    "addlabel": "the ACM security module left Xen in 4.2 (xsm_module_name acm)",
+    "rmlabel": "the ACM security module left Xen in 4.2 (xsm_module_name acm)",
+    "getlabel": "the ACM security module left Xen in 4.2 (xsm_module_name acm)",
+    "dry-run": "the ACM security module left Xen in 4.2 (xsm_module_name acm)",
+    "resources": "the ACM security module left Xen in 4.2 (xsm_module_name acm)",
+    "dumppolicy": "the ACM security module left Xen in 4.2 (xsm_module_name acm)",
+    "setpolicy": "the ACM security module left Xen in 4.2 (xsm_module_name acm)",
+    "resetpolicy": "the ACM security module left Xen in 4.2 (xsm_module_name acm)",
+    "getpolicy": "the ACM security module left Xen in 4.2 (xsm_module_name acm)",
+    "labels": "the ACM security module left Xen in 4.2 (xsm_module_name acm)",
+    "getenforce": "this xend has no XSM/FLASK support: use xl getenforce",
+    "setenforce": "this xend has no XSM/FLASK support: use xl setenforce",
+}
+
+ALIASES = {"balloon": "mem-set", "set-vcpus": "vcpu-set",
+           # xm 4.1's names of the CPU pool commands
+           "pool-create": "cpupool-create", "pool-new": "cpupool-new",
+           "pool-start": "cpupool-start", "pool-list": "cpupool-list",
+           "pool-destroy": "cpupool-destroy", "pool-delete": "cpupool-delete",
+           "pool-cpu-add": "cpupool-cpu-add", "pool-cpu-remove": "cpupool-cpu-remove",
+           "pool-migrate": "cpupool-migrate"}
 
 COMMON_COMMANDS = ("console", "create", "new", "delete", "destroy", "dump-core", "help", "list",
-                   "mem-set", "migrate", "pause", "reboot", "restore", "resume", "save",
-                   "shutdown", "start", "suspend", "unpause", "uptime", "vcpu-set")
+                   "mem-set", "migrate", "pause", "reboot", "reset", "restore", "resume",
+                   "save", "shell", "shutdown", "start", "suspend", "top", "unpause", "uptime",
+                   "domstate", "vcpu-set")
 
 USAGE_HEAD = ("Usage: xm <subcommand> [args]\n\n"
               "Control, list, and manipulate Xen guest instances.\n\n")
@@ -134,7 +278,8 @@ def short_help() -> str:
 
 def long_help() -> str:
     return (USAGE_HEAD + "xm full list of subcommands:\n\n" + _command_lines(sorted(COMMANDS))
-            + "\n" + USAGE_FOOT)
+            + "\n" + USAGE_FOOT + "Commands of xm 4.4 this xm has not (xm CMD says why): "
+            + " ".join(sorted(MISSING)) + "\n")
 
 
 def command_help(name: str) -> str:
@@ -224,6 +369,9 @@ def main(argv: "Optional[List[str]]" = None) -> int:
 
 
 def _unknown_command(cmd: str) -> int:
+    if cmd in MISSING:
+        sys.stderr.write(f"Error: xm {cmd} is not in this xm: {MISSING[cmd]}.\n")
+        return 1
     sys.stderr.write(f"Error: Subcommand {cmd} not found!\n")
     sys.stdout.write(short_help())
     return 1

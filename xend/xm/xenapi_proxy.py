@@ -408,7 +408,8 @@ def _node_info(p: XenAPIProxy, show_numa: "Any" = 1) -> list:
     cpus = h["host_CPUs"]
     if cpus:
         cpu = p.x("host_cpu.get_record", cpus[0])
-        values["cpu_mhz"], values["hw_caps"] = cpu["speed"], cpu["features"]
+        values.setdefault("cpu_mhz", cpu["speed"])
+        values["hw_caps"] = cpu["features"]
     values["total_memory"] = int(metrics["memory_total"]) // MIB
     values["free_memory"] = int(metrics["memory_free"]) // MIB
     return [[k, values[k]] for k in nodeinfo.INFO_KEYS if k in values]

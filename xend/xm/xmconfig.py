@@ -22,8 +22,8 @@ DEFAULT_PATH = ".:/etc/xen"
 PYGRUB = "/usr/lib/xen/bin/pygrub"
 
 # name -> (kind, default). kind: str, int, bool (yes/no on the command line), list (repeatable).
-# Defaults are the original's, except ``videoram``, ``on_xend_start`` and ``on_xend_stop``: unset,
-# so that a plain PV config gives exactly the SXP documented in reference 9.6.
+# Defaults are the original's (4.4): a plain PV config gives its (on_xend_start ignore),
+# (on_xend_stop ignore) and (videoram 4), as xm 4.4's dry run printed them.
 OPTIONS: Dict[str, Tuple[str, Any]] = {
     # identity, memory, CPUs
     "name": ("str", None), "uuid": ("str", None), "description": ("str", ""),
@@ -33,7 +33,7 @@ OPTIONS: Dict[str, Tuple[str, Any]] = {
     "cpu_weight": ("int", None), "pool": ("str", None),
     # behaviour
     "restart": ("str", None), "on_poweroff": ("str", None), "on_reboot": ("str", None),
-    "on_crash": ("str", None), "on_xend_start": ("str", None), "on_xend_stop": ("str", None),
+    "on_crash": ("str", None), "on_xend_start": ("str", "ignore"), "on_xend_stop": ("str", "ignore"),
     "features": ("str", ""), "target": ("int", 0), "tsc_mode": ("int", 0),
     "nomigrate": ("int", 0), "machine_address_size": ("int", None),
     "suppress_spurious_page_faults": ("bool", None), "localtime": ("bool", 0),
@@ -47,7 +47,7 @@ OPTIONS: Dict[str, Tuple[str, Any]] = {
     "ip": ("str", ""), "gateway": ("str", ""), "netmask": ("str", ""), "hostname": ("str", ""),
     "interface": ("str", "eth0"), "dhcp": ("str", "off"), "nfs_server": ("str", None),
     "nfs_root": ("str", None), "superpages": ("int", 0), "vhpt": ("int", 0),
-    "videoram": ("int", None),
+    "videoram": ("int", 4),
     # driver domains
     "blkif": ("bool", 0), "netif": ("bool", 0), "tpmif": ("bool", 0),
     # devices
@@ -59,6 +59,7 @@ OPTIONS: Dict[str, Tuple[str, Any]] = {
     "device_model": ("str", None), "acpi": ("int", 1), "apic": ("int", 1), "pae": ("int", 1),
     "hpet": ("int", 0), "hap": ("int", 1), "timer_mode": ("int", 1), "vpt_align": ("int", 1),
     "viridian": ("int", 0), "extid": ("int", 0), "rtc_timeoffset": ("int", 0),
+    "nestedhvm": ("int", 0),
     "boot": ("str", "c"), "fda": ("str", ""), "fdb": ("str", ""), "parallel": ("str", ""),
     "serial": ("str", ""), "monitor": ("bool", 0), "monitor_path": ("str", ""),
     "keymap": ("str", ""), "usb": ("bool", 0), "usbdevice": ("str", ""),
@@ -79,14 +80,18 @@ _TOP_LEVEL = ("name", "memory", "maxmem", "shadow_memory", "restart", "on_powero
               "target", "cpuid", "cpuid_check", "machine_address_size",
               "suppress_spurious_page_faults", "description")
 
-# HVM children of image, in this order, each when not None (empty lists are left out).
-_HVM_KEYS = ("acpi", "apic", "boot", "cpuid", "cpuid_check", "display", "fda", "fdb",
-             "gfx_passthru", "guest_os_type", "hap", "hpet", "isa", "keymap", "localtime",
-             "nographic", "opengl", "oos", "pae", "pci_msitranslate", "pci_power_mgmt",
-             "rtc_timeoffset", "sdl", "soundhw", "stdvga", "timer_mode", "usb", "usbdevice",
-             "vcpus", "vnc", "vncconsole", "vncdisplay", "vnclisten", "vncunused", "viridian",
-             "vpt_align", "watchdog", "watchdog_action", "xauthority", "xen_extended_power_mgmt",
-             "xen_platform_pci", "memory_sharing", "device_model", "vncpasswd")
+# HVM children of image, in this order (xm 4.4's), each when not None; the empty lists of
+# cpuid, cpuid_check and pci are written as (cpuid ()) ... as 4.4's dry run had them.
+# (watchdog and watchdog_action are read but not sent: xm 4.4 did not send them.)
+_HVM_KEYS = ("acpi", "apic", "boot", "cpuid", "cpuid_check", "device_model", "display", "fda",
+             "fdb", "gfx_passthru", "guest_os_type", "hap", "hpet", "isa", "keymap",
+             "localtime", "nestedhvm", "nographic", "opengl", "oos", "pae", "pci",
+             "pci_msitranslate", "pci_power_mgmt", "rtc_timeoffset", "sdl", "soundhw",
+             "stdvga", "timer_mode", "usb", "usbdevice", "vcpus", "vnc", "vncconsole",
+             "vncdisplay", "vnclisten", "vncunused", "viridian", "vpt_align", "xauthority",
+             "xen_extended_power_mgmt", "xen_platform_pci", "memory_sharing", "vncpasswd")
+#: the builder of Xen 3.0's HVM configs: passed through by the dry run, refused by create
+OLD_BUILDERS = ("vmx",)
 
 _VIF_KEYS = ("backend", "bridge", "ip", "mac", "script", "type", "vifname", "rate", "model",
              "accel", "policy", "label")
@@ -228,6 +233,27 @@ def run_script(path: str, script_vars: Mapping[str, str]) -> Dict[str, Any]:
     return env
 
 
+_SCRIPT_NAMES = ("xm_file", "xm_help", "xm_vars", "os", "sys")
+
+
+def unknown_variables(env: Mapping[str, Any], script_vars: Mapping[str, str],
+                      path: str) -> List[str]:
+    """A warning for each top-level value of the file that sets no option (a typo, most
+    often: ``memroy = 128``), with the closest option name."""
+    import difflib
+
+    out = []
+    for name, value in env.items():
+        if name in OPTIONS or name in script_vars or name in _SCRIPT_NAMES \
+                or name.startswith("_") or isinstance(value, bool) \
+                or not isinstance(value, (str, list, tuple, int, float)):
+            continue
+        close = difflib.get_close_matches(name, list(OPTIONS), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        out.append(f"{path}: unknown variable {name!r}, ignored{hint}")
+    return out
+
+
 def options_from_script(env: Mapping[str, Any], specified: Mapping[str, Any]) -> Dict[str, Any]:
     """Option values: defaults, then the script's variables, then the command line's."""
     vals: Dict[str, Any] = {name: (list(d) if isinstance(d, list) else d)
@@ -252,6 +278,8 @@ def load(name: str, assignments: Iterable[str] = (), search_path: str = DEFAULT_
     specified, script_vars = parse_assignments(assignments)
     path = find_config(name, search_path)
     env = run_script(path, script_vars)
+    for warning in unknown_variables(env, script_vars, path):
+        warn(warning)
     vals = options_from_script(env, specified)
     if not vals.get("name"):
         vals["name"] = os.path.basename(name)
@@ -287,6 +315,11 @@ def _boot_file(value: str, what: str, vals: Mapping[str, Any]) -> str:
     raise ConfigFileError(f'Cannot find {what} "{value}"')
 
 
+def unknown_builder(builder: str) -> str:
+    hint = ' ("vmx" was renamed "hvm" in Xen 3.0.3)' if builder == "vmx" else ""
+    return f'Unknown builder "{builder}": use "linux" or "hvm"{hint}'
+
+
 def _kernel_ip(vals: Mapping[str, Any]) -> str:
     if vals["ip"] or vals["dhcp"] != "off":
         return ":".join([vals["ip"], vals["nfs_server"] or "", vals["gateway"], vals["netmask"],
@@ -308,9 +341,8 @@ def _image(vals: Dict[str, Any]) -> list:
     pvh = kind == "pvh" or bool(vals.get("pvh"))
     if pvh and builder == "hvm":
         raise ConfigFileError('A PVH guest is built with builder "linux" (type = "pvh")')
-    if builder not in _BUILDERS:
-        hint = ' ("vmx" was renamed "hvm" in Xen 3.0.3)' if builder == "vmx" else ""
-        raise ConfigFileError(f'Unknown builder "{builder}": use "linux" or "hvm"{hint}')
+    if builder not in _BUILDERS and builder not in OLD_BUILDERS:
+        raise ConfigFileError(unknown_builder(builder))
     image: list = [builder]
     if vals["kernel"]:
         image.append(["kernel", _boot_file(vals["kernel"], "kernel", vals)])
@@ -343,9 +375,13 @@ def _image(vals: Dict[str, Any]) -> list:
     if builder == "hvm":
         for key in _HVM_KEYS:
             value = vals[key]
-            if value is None or (isinstance(value, list) and not value):
+            if value is None:
                 continue
-            image.append([key, _cpuid_sxp(value) if key.startswith("cpuid") else value])
+            if key.startswith("cpuid"):
+                value = _cpuid_sxp(value) if value else []
+            elif key == "pci":
+                value = [_pci_tuple(pci_entry(spec)) for spec in _as_list(value)]
+            image.append([key, value])
     if vals["vhpt"]:
         image.append(["vhpt", vals["vhpt"]])
     for key in ("machine_address_size", "suppress_spurious_page_faults"):
@@ -421,27 +457,39 @@ _PCI_RE = re.compile(r"(?:(?P<domain>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2
 AUTO_PHP_SLOT = 0x100
 
 
+def pci_entry(spec: str) -> list:
+    """``[DDDD:]BB:SS.F[@VSLOT][,opt=v...]`` -> the ``(dev ...)`` entry of a ``(pci ...)``
+    device (``xm pci-attach`` and the ``pci`` variable)."""
+    name, *opts = [p.strip() for p in str(spec).split(",")]
+    m = _PCI_RE.match(name)
+    if not m:
+        raise ConfigFileError(f"Invalid pci specifier: {spec}")
+    domain = int(m.group("domain") or "0", 16)
+    bus, slot, func = int(m.group("bus"), 16), int(m.group("slot"), 16), int(m.group("func"))
+    vdevfn = int(m.group("vslot"), 16) << 3 if m.group("vslot") else AUTO_PHP_SLOT
+    dev: list = ["dev", ["domain", "0x%04x" % domain], ["bus", "0x%02x" % bus],
+                 ["slot", "0x%02x" % slot], ["func", "0x%x" % func],
+                 ["vdevfn", "0x%02x" % vdevfn],
+                 ["key", "%04x:%02x:%02x.%x" % (domain, bus, slot, func)]]
+    if opts:
+        pairs = _kv_pairs(",".join(opts))
+        for k in pairs:
+            if k not in ("msitranslate", "power_mgmt"):
+                raise ConfigFileError(f"Invalid pci option: {k}")
+        dev.append(["opts"] + [[k, v] for k, v in pairs.items()])
+    return dev
+
+
+def _pci_tuple(entry: list) -> list:
+    """A PCI device as xm 4.4 put it in an HVM image: (domain bus slot func vdevfn opts key)."""
+    d = {e[0]: e[1:] for e in entry[1:]}
+    opts = d.get("opts", [])
+    return [d["domain"][0], d["bus"][0], d["slot"][0], d["func"][0], d["vdevfn"][0],
+            list(opts), d["key"][0]]
+
+
 def _pci(vals: Mapping[str, Any]) -> List[list]:
-    devs: list = []
-    for spec in _as_list(vals["pci"]):
-        name, *opts = [p.strip() for p in str(spec).split(",")]
-        m = _PCI_RE.match(name)
-        if not m:
-            raise ConfigFileError(f"Invalid pci specifier: {spec}")
-        domain = int(m.group("domain") or "0", 16)
-        bus, slot, func = int(m.group("bus"), 16), int(m.group("slot"), 16), int(m.group("func"))
-        vdevfn = int(m.group("vslot"), 16) << 3 if m.group("vslot") else AUTO_PHP_SLOT
-        dev: list = ["dev", ["domain", "0x%04x" % domain], ["bus", "0x%02x" % bus],
-                     ["slot", "0x%02x" % slot], ["func", "0x%x" % func],
-                     ["vdevfn", "0x%02x" % vdevfn],
-                     ["key", "%04x:%02x:%02x.%x" % (domain, bus, slot, func)]]
-        if opts:
-            pairs = _kv_pairs(",".join(opts))
-            for k in pairs:
-                if k not in ("msitranslate", "power_mgmt"):
-                    raise ConfigFileError(f"Invalid pci option: {k}")
-            dev.append(["opts"] + [[k, v] for k, v in pairs.items()])
-        devs.append(dev)
+    devs = [pci_entry(spec) for spec in _as_list(vals["pci"])]
     return [["device", ["pci"] + devs]] if devs else []
 
 

@@ -103,3 +103,19 @@ def domid_of(record: Any) -> int:
     from xend.xm.formats import to_int
 
     return to_int(sxp_child_value(record, "domid"), -1)
+
+
+def read_sxp_file(path: str, what: str) -> list:
+    """The first SXP list of a ``-F FILE`` (``what``: ``domain``, ``pool``); CommandError
+    with the reason when it is unreadable or holds none."""
+    from xend import sxp
+
+    try:
+        values = sxp.parse_file(path)
+    except OSError as e:
+        raise CommandError(f"Cannot read file {path}: {e.strerror}") from None
+    except sxp.ParseError as e:
+        raise CommandError(str(e)) from None
+    if not values or not isinstance(values[0], list):
+        raise CommandError(f"No {what} configuration in {path}")
+    return values[0]

@@ -54,5 +54,8 @@ def dmesg(ctx: Context, args: List[str]) -> int:
     if o.extra:
         raise UsageError("No parameter required")
     dmesg_api = ctx.server.xend.node.dmesg
-    ctx.write(dmesg_api.clear() if o.clear else dmesg_api.info())
+    text = dmesg_api.clear() if o.clear else dmesg_api.info()
+    # the original's ``print text,``: a line end after text that has none (an empty ring
+    # is one empty line)
+    ctx.write(text if text.endswith("\n") else text + "\n")
     return 0

@@ -9,7 +9,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing is not imported at run time
     from typing import Any, List
 
-from xend.xm.commands import CommandError, Context, UsageError, domid_of, parse, sxp_child_value
+from xend.xm.commands import (CommandError, Context, UsageError, domid_of, parse, read_sxp_file,
+                              sxp_child_value)
 
 
 # -- create / new -----------------------------------------------------------------------------
@@ -46,6 +47,10 @@ def load_domain_configs(ctx: Context, o: Any) -> List[list]:
                                          o.path or xmconfig.DEFAULT_PATH)
         except xmconfig.ConfigFileError:
             found = None
+        if found is not None and not o.quiet:
+            # as the original: the file as found, ./NAME for one of the current directory
+            shown = found if os.path.isabs(found) else os.path.join(os.curdir, found)
+            ctx.write(f'Using config file "{shown}".\n')
         if found is not None and xenapi_xml.is_xml(found):
             xml_path = found
     if xml_path is not None:
@@ -54,17 +59,7 @@ def load_domain_configs(ctx: Context, o: Any) -> List[list]:
         except xenapi_xml.XmlConfigError as e:
             raise CommandError(str(e)) from None
     if o.config:
-        from xend import sxp
-
-        try:
-            values = sxp.parse_file(o.config)
-        except OSError as e:
-            raise CommandError(f"Cannot read file {o.config}: {e.strerror}") from None
-        except sxp.ParseError as e:
-            raise CommandError(str(e)) from None
-        if not values or not isinstance(values[0], list):
-            raise CommandError(f"No domain configuration in {o.config}")
-        return [values[0]]
+        return [read_sxp_file(o.config, "domain")]
     try:
         _, config = xmconfig.load(names[0] if names else "xmdefconfig", assignments,
                                   search_path=o.path or xmconfig.DEFAULT_PATH,
@@ -84,11 +79,18 @@ def _dry_run(ctx: Context, configs: List[list]) -> int:
 
 
 def create(ctx: Context, args: List[str]) -> int:
-    o = parse(_config_parser(ctx, "create"), args)
-    configs = load_domain_configs(ctx, o)
-    if o.dryrun:
-        return _dry_run(ctx, configs)
-    names = [_create_one(ctx, o, config) for config in configs]
+    """A failing create prints the error, then the command's usage (as the original)."""
+    try:
+        o = parse(_config_parser(ctx, "create"), args)
+        configs = load_domain_configs(ctx, o)
+        if o.dryrun:
+            return _dry_run(ctx, configs)
+        for config in configs:
+            check_buildable(config)
+        names = [_create_one(ctx, o, config) for config in configs]
+    except CommandError as e:
+        e.usage = True
+        raise
     if o.console_autoconnect:
         ctx.out.flush()
         from xend.xm.commands.console import attach
@@ -135,13 +137,49 @@ def _create_one(ctx: Context, o: Any, config: list) -> str:
 
 
 def new(ctx: Context, args: List[str]) -> int:
+    """A failing new prints the error only (as the original)."""
+    import xmlrpc.client
+
     o = parse(_config_parser(ctx, "new"), args)
     configs = load_domain_configs(ctx, o)
     if o.dryrun:
         return _dry_run(ctx, configs)
     for config in configs:
-        ctx.server.xend.domain.new(config)
+        try:
+            ctx.server.xend.domain.new(config)
+        except xmlrpc.client.Fault as f:
+            if f.faultCode == 3:
+                raise
+            raise CommandError(f.faultString) from None
     return 0
+
+
+def check_buildable(config: list) -> None:
+    """What xm create refuses before asking xend: a builder of Xen 3.0 (vmx), a PV guest with
+    neither a kernel nor a bootloader, a ``file:`` disk whose file does not exist."""
+    from xend.xm import xmconfig
+
+    image = sxp_child_value(config, "image")
+    if isinstance(image, list) and image:
+        if image[0] in xmconfig.OLD_BUILDERS:
+            raise CommandError(xmconfig.unknown_builder(image[0]))
+        kernel = next((e[1] for e in image[1:] if isinstance(e, list) and len(e) > 1
+                       and e[0] == "kernel"), "")
+        if image[0] == "linux" and not kernel and not sxp_child_value(config, "bootloader"):
+            raise CommandError("A PV guest needs a kernel or a bootloader: set kernel = "
+                               "\"/path/to/vmlinuz\" (and ramdisk) or bootloader = "
+                               "\"pygrub\"")
+    for dev in config[1:]:
+        if not (isinstance(dev, list) and len(dev) > 1 and dev[0] == "device"
+                and isinstance(dev[1], list) and dev[1] and dev[1][0] in ("vbd", "tap", "tap2")):
+            continue
+        uname = str(sxp_child_value(dev[1], "uname", "") or "")
+        for prefix in ("file:", "tap:aio:", "tap2:aio:", "tap:file:"):
+            if uname.startswith(prefix):
+                path = uname[len(prefix):]
+                if not os.path.exists(path):
+                    raise CommandError(f"Disk image does not exist: {path} (disk "
+                                       f"{sxp_child_value(dev[1], 'dev', '?')})")
 
 
 # -- managed domains ----------------------------------------------------------------------------

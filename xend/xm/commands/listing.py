@@ -8,7 +8,7 @@ if TYPE_CHECKING:  # annotations only: typing is not imported at run time
     from typing import Any, List, Optional
 
 from xend.xm import formats
-from xend.xm.commands import Context, UsageError, parse
+from xend.xm.commands import CommandError, Context, UsageError, parse
 
 
 def get_domains(ctx: Context, names: List[str], state: str = "all", full: bool = False) -> list:
@@ -42,18 +42,25 @@ def list_(ctx: Context, args: List[str]) -> int:
     p.add_argument("-l", "--long", action="store_true")
     p.add_argument("--state", default="all")
     p.add_argument("--pool", default=None)
+    p.add_argument("--label", action="store_true")
     p.add_argument("domains", nargs="*")
     o = parse(p, args)
     if o.state != "all" and o.domains:
         raise UsageError("You may specify either a state or a particular VM, but not both")
     if o.pool and o.domains:
         raise UsageError("You may specify either a pool or a particular VM, but not both")
-    if o.domains or o.long or o.pool:
+    if o.domains or o.long or o.pool or o.label:
         doms = get_domains(ctx, o.domains, o.state, o.long)
     else:
         doms = brief_domains(ctx, o.state)
     if o.pool:
         doms = [d for d in doms if formats.child_value(d, "pool_name", "") == o.pool]
+    if o.label and not o.long:
+        if not any(formats.child_value(d, "security_label") for d in doms):
+            raise CommandError("no domain has a security label: labels are ACM's, which left "
+                               "Xen in 4.2 and which this xend does not have")
+        ctx.write(formats.list_label(doms))
+        return 0
     ctx.write(formats.list_long(doms) if o.long else formats.list_brief(doms))
     return 0
 

@@ -12,15 +12,23 @@ _UNITS = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 MIB = 1024 ** 2
 
 
-def mem_mib(text: str) -> int:
-    """``512``, ``512m``, ``1g``, ``524288k`` -> MiB (integer; ``ValueError`` if malformed)."""
+def mem_mib(text: str, warn=None) -> int:
+    """``512``, ``512m``, ``1g``, ``524288k`` -> MiB (integer; ``ValueError`` if malformed).
+    Another letter is, as the original took it, a unit of bytes (``warn`` is told
+    ``ignoring unknown unit``): ``10x`` is 0 MiB, which xend then refuses."""
     text = text.strip()
     if text[-1:].isalpha():
         base = _UNITS.get(text[-1].lower())
         if base is None:
-            raise ValueError(f"unknown unit in {text!r}")
+            if warn is not None:
+                warn("ignoring unknown unit")
+            base = 1
         return int(text[:-1]) * base // MIB
     return int(text)
+
+
+def _say(ctx: Context):
+    return lambda text: ctx.write(text + "\n")
 
 
 def cpu_list(spec: str) -> str:
@@ -50,13 +58,13 @@ def _dom_value(ctx: Context, command: str, args: List[str], metavar: str):
 
 def mem_set(ctx: Context, args: List[str]) -> int:
     dom, mem = _dom_value(ctx, "mem-set", args, "Mem")
-    ctx.server.xend.domain.setMemoryTarget(dom, mem_mib(mem))
+    ctx.server.xend.domain.setMemoryTarget(dom, mem_mib(mem, _say(ctx)))
     return 0
 
 
 def mem_max(ctx: Context, args: List[str]) -> int:
     dom, mem = _dom_value(ctx, "mem-max", args, "Mem")
-    ctx.server.xend.domain.maxmem_set(dom, mem_mib(mem))
+    ctx.server.xend.domain.maxmem_set(dom, mem_mib(mem, _say(ctx)))
     return 0
 
 
@@ -85,14 +93,7 @@ def sched_credit(ctx: Context, args: List[str]) -> int:
     p.add_argument("-c", "--cap", type=int, default=None)
     o = parse(p, args)
 
-    scheduler = "unknown"
-    for pair in ctx.server.xend.node.info()[1:]:
-        if len(pair) > 1 and pair[0] == "xen_scheduler":
-            scheduler = pair[1]
-            break
-    if scheduler != "credit":
-        raise CommandError(f"Xen is running with the {scheduler} scheduler")
-
+    check_scheduler(ctx, "credit")
     if o.weight is not None or o.cap is not None:
         if o.domain is None:
             raise UsageError("No domain given.")
@@ -100,24 +101,71 @@ def sched_credit(ctx: Context, args: List[str]) -> int:
         if result not in (0, None):
             raise CommandError(str(result))
         return 0
+    rows = _sched_rows(ctx, o.domain, ctx.server.xend.domain.sched_credit_get, ("weight", "cap"))
+    ctx.write(formats.sched_credit(rows))
+    return 0
 
+
+def check_scheduler(ctx: Context, wanted: str, hint: str = "") -> None:
+    """The original's check: the host must run ``wanted``."""
+    scheduler = "unknown"
+    for pair in ctx.server.xend.node.info()[1:]:
+        if len(pair) > 1 and pair[0] == "xen_scheduler":
+            scheduler = pair[1]
+            break
+    if scheduler != wanted:
+        raise CommandError(f"Xen is running with the {scheduler} scheduler{hint}")
+
+
+def _sched_rows(ctx: Context, domain, get, keys) -> List[dict]:
+    """One row per domain (the one named by ``domain``): name, domid and the ``keys`` that
+    ``get`` answers, -1 for a domain the scheduler does not know."""
     summaries = [formats.domain_summary(d)
                  for d in ctx.server.xend.domains_with_state(True, "all", False)]
-    if o.domain is not None:
-        summaries = [d for d in summaries if o.domain in (d["name"], d["domid"])]
+    if domain is not None:
+        summaries = [d for d in summaries if domain in (d["name"], d["domid"])]
         if not summaries:
-            raise UsageError(f"Domain '{o.domain}' does not exist.")
+            raise UsageError(f"Domain '{domain}' does not exist.")
     import xmlrpc.client
 
     rows = []
     for d in summaries:
         try:
-            params = ctx.server.xend.domain.sched_credit_get(d["name"])
+            params = get(d["name"])
         except xmlrpc.client.Fault:
             params = {}
-        if not isinstance(params, dict) or "weight" not in params or "cap" not in params:
-            params = {"weight": -1, "cap": -1}  # a domain the credit scheduler does not know
-        rows.append({"name": d["name"], "domid": d["domid"],
-                     "weight": params["weight"], "cap": params["cap"]})
-    ctx.write(formats.sched_credit(rows))
+        if not isinstance(params, dict) or any(k not in params for k in keys):
+            params = {k: -1 for k in keys}
+        rows.append(dict({k: params[k] for k in keys}, name=d["name"], domid=d["domid"]))
+    return rows
+
+
+def sched_credit2(ctx: Context, args: List[str]) -> int:
+    p = ctx.parser("sched-credit2")
+    p.add_argument("-d", "--domain", default=None)
+    p.add_argument("-w", "--weight", type=int, default=None)
+    o = parse(p, args)
+    check_scheduler(ctx, "credit2")
+    if o.weight is not None:
+        if o.domain is None:
+            raise UsageError("No domain given.")
+        result = ctx.server.xend.domain.sched_credit2_set(o.domain, o.weight)
+        if result not in (0, None):
+            raise CommandError(str(result))
+        return 0
+    rows = _sched_rows(ctx, o.domain, ctx.server.xend.domain.sched_credit2_get, ("weight",))
+    ctx.write(formats.sched_credit2(rows))
+    return 0
+
+
+def sched_sedf(ctx: Context, args: List[str]) -> int:
+    """The sedf scheduler left Xen in 4.6: the original's check says which one runs."""
+    p = ctx.parser("sched-sedf")
+    for short, long in (("-p", "--period"), ("-s", "--slice"), ("-l", "--latency"),
+                        ("-e", "--extratime"), ("-w", "--weight")):
+        p.add_argument(short, long, default=None)
+    p.add_argument("domain", nargs="?", default=None)
+    parse(p, args)
+    check_scheduler(ctx, "sedf", "; the sedf scheduler is not in this Xen (Xen 4.6 removed "
+                                 "it): use xm sched-credit2 or xm sched-credit")
     return 0
