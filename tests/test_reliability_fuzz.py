@@ -54,7 +54,7 @@ SXP_CHARS = st.sampled_from(list("()\"'\\ \t\n;#abcxyz019-_.:/") + ["\\x", "\\0"
 
 
 @pytest.mark.timeout(60)
-@fuzz(300)
+@fuzz(150)
 @given(st.one_of(st.lists(SXP_CHARS, max_size=60).map("".join), st.text(max_size=80),
                  st.binary(max_size=80)))
 def test_sxp_parser_takes_any_input(text):
@@ -68,7 +68,7 @@ def test_sxp_parser_takes_any_input(text):
 
 
 @pytest.mark.timeout(60)
-@fuzz(300)
+@fuzz(150)
 @given(st.lists(SXP_CHARS, min_size=1, max_size=40).map("".join))
 def test_sxp_from_string_takes_any_input(text):
     try:
@@ -99,7 +99,7 @@ def config_texts(draw):
 
 
 @pytest.mark.timeout(90)
-@fuzz(400)
+@fuzz(200)
 @given(st.one_of(config_texts(), st.binary(max_size=200)))
 def test_options_loader_takes_any_file(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("opts") / "xend-config.sxp"
@@ -225,7 +225,7 @@ def post(body: bytes, path: bytes = b"/RPC2", length=None) -> bytes:
 
 
 @pytest.mark.timeout(120)
-@fuzz(800)
+@fuzz(400)
 @given(st.binary(max_size=600))
 def test_xmlrpc_random_bytes(healthy, data):
     xend = healthy
@@ -268,7 +268,7 @@ def malformed_bodies(draw):
 
 
 @pytest.mark.timeout(120)
-@fuzz(900)
+@fuzz(450)
 @given(malformed_bodies(), st.one_of(st.none(), st.integers(-5, 5)))
 def test_xmlrpc_malformed_bodies(healthy, body, skew):
     xend = healthy
@@ -308,7 +308,7 @@ def method_names(inst) -> list:
 
 
 @pytest.mark.timeout(150)
-@fuzz(1000)
+@fuzz(500)
 @given(data=st.data())
 def test_xmlrpc_wrong_arguments_to_real_methods(healthy, data):
     xend = healthy
@@ -397,7 +397,7 @@ def http_requests(draw):
 
 
 @pytest.mark.timeout(150)
-@fuzz(2000)
+@fuzz(1000)
 @given(st.one_of(http_requests(), http_requests(), st.binary(max_size=300)))
 def test_http_random_requests(healthy, data):
     xend = healthy
@@ -440,7 +440,7 @@ def relocation_requests(draw):
 
 
 @pytest.mark.timeout(120)
-@fuzz(1500)
+@fuzz(750)
 @given(st.one_of(relocation_requests(), st.binary(max_size=300)))
 def test_relocation_random_requests(healthy, data):
     xend = healthy
@@ -456,7 +456,7 @@ IMAGE_PREFIXES = st.sampled_from([b"", b"LinuxGuestRecord", b"LinuxGuestRecord\x
 
 
 @pytest.mark.timeout(150)
-@fuzz(600)
+@fuzz(300)
 @given(st.sampled_from([b"receive\n", b"(receive)\n", b"(receive (change_home_server True))\n"]),
        IMAGE_PREFIXES, st.binary(max_size=2000))
 def test_relocation_garbage_after_receive(healthy, request_line, prefix, garbage):
@@ -479,7 +479,7 @@ def xenapi_endpoints(inst) -> list:
 
 
 @pytest.mark.timeout(120)
-@fuzz(300)
+@fuzz(150)
 @given(st.binary(max_size=600), st.booleans())
 def test_xenapi_random_bytes(healthy, data, tcp):
     reply = exchange(xenapi_endpoints(healthy)[tcp], data)
@@ -494,7 +494,7 @@ XENAPI_METHODS = st.sampled_from(["session.login_with_password", "VM.get_all_rec
 
 
 @pytest.mark.timeout(120)
-@fuzz(400)
+@fuzz(200)
 @given(XENAPI_METHODS, st.lists(st.one_of(st.integers(-2 ** 31, 2 ** 31 - 1),
                                           st.text(max_size=8), st.booleans()), max_size=3),
        st.integers(0, 3), st.binary(max_size=8), st.booleans())
@@ -517,7 +517,7 @@ def xenapi_method_names(inst) -> list:
 
 
 @pytest.mark.timeout(180)
-@fuzz(700)
+@fuzz(350)
 @given(data=st.data())
 def test_xenapi_wrong_arguments_to_real_methods(healthy, data):
     """Every Xen-API name with random arguments (a valid session first, or none): a Status

@@ -119,6 +119,7 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
 
     def stop_events(self) -> None:
         self._stop.set()
+        self.hv.wake()
         thread = self._event_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import errno
 import hashlib
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -455,6 +456,22 @@ class Hypervisor(abc.ABC):
     def wait_for_change(self, timeout: float) -> bool:
         """Block until some domain changed state (created, shut down, crashed, destroyed...)
         or ``timeout`` seconds passed. True if something may have changed."""
+
+    def wake(self) -> None:
+        """Make a ``wait_for_change`` in progress return at once (xend is stopping)."""
+        self._wakeup().set()
+
+    def _nap(self, seconds: float) -> bool:
+        """``wait_for_change``'s sleep between two looks; True when ``wake`` cut it short."""
+        event = self._wakeup()
+        if event.wait(seconds):
+            event.clear()
+            return True
+        return False
+
+    def _wakeup(self) -> threading.Event:
+        # made on first use: the backends' __init__s need not know of it
+        return self.__dict__.setdefault("_wakeup_event", threading.Event())
 
     def close(self) -> None:
         """Release handles. The hypervisor's domains keep running."""

@@ -751,7 +751,8 @@ class SimulatedHypervisor(Hypervisor):
                     self._seen_serial, self._seen_time = doc["serial"], now
                     return changed
                 upcoming = [t - now for t in due if t > now]
-            time.sleep(max(0.001, min([self._poll, remaining] + upcoming)))
+            if self._nap(max(0.001, min([self._poll, remaining] + upcoming))):
+                return False
 
     def close(self) -> None:
         with self._mutex:

@@ -621,7 +621,8 @@ class XenctrlHypervisor(Hypervisor):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            time.sleep(min(_POLL_SECONDS, remaining))
+            if self._nap(min(_POLL_SECONDS, remaining)):
+                return False
 
     def close(self) -> None:
         with self._lock:

@@ -128,13 +128,22 @@ class Listeners:
                 time.sleep(0.05)
 
     def stop(self, names: Optional[List[str]] = None) -> None:
-        for name in list(names if names is not None else self.running):
-            lst = self.running.pop(name, None)
-            if lst is not None:
-                try:
-                    lst.stop()
-                except Exception:  # noqa: BLE001
-                    log.exception("error stopping %s", name)
+        """Stop the listeners all at once: each ``shutdown`` waits for its serve loop's next
+        poll, and one after another those waits add up."""
+        def stop_one(name: str, lst: RunningListener) -> None:
+            try:
+                lst.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("error stopping %s", name)
+
+        stopping = [(name, self.running.pop(name)) for name in
+                    list(names if names is not None else self.running) if name in self.running]
+        threads = [threading.Thread(target=stop_one, args=item, name=f"stop {item[0]}")
+                   for item in stopping]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
     def reload(self, opts: Mapping) -> None:
         """Restart the listeners whose settings changed; start new ones; stop dropped ones."""
