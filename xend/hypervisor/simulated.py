@@ -38,16 +38,16 @@ import shutil
 import threading
 import time
 import uuid as uuidlib
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import HypervisorError
 from . import simguest as guest
 from . import simhost
-from .base import (SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_REASONS, DomainInfo,
+from .base import (PAGE_SIZE, SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_REASONS, DomainInfo,
                    DomainSpec, Hypervisor, PhysInfo, VcpuInfo, VersionInfo)
 from .simfiles import CachedJson, StateLock, atomic_write, dumps, read_json, write_json
 from .simmemory import DirtyMap
-from .simpages import StoredPages
+from .simpages import StoredPages, check_pfns
 from .simstore import SimStore
 
 log = logging.getLogger(__name__)
@@ -430,23 +430,29 @@ class SimulatedHypervisor(Hypervisor):
         return self._guest(domid)[0]["mem_kib"] // 4
 
     def read_pages(self, domid: int, pfns: Iterable[int]) -> Iterator[Tuple[int, bytes]]:
-        self._guest(domid)      # fail now, not at the first next()
-        return self._iter_pages(domid, iter(pfns))
+        read = self.page_reader(domid)      # fail now, not at the first next()
+        return self._iter_pages(read, iter(pfns))
 
-    def _iter_pages(self, domid: int, pfns: Iterator[int]) -> Iterator[Tuple[int, bytes]]:
-        stored_pages = self._stored(domid)
-        written = stored_pages.bitmap()
-        table = stored_pages.generations(len(written) * 8) if any(written) else None
-        written_k = self._aux(domid)["written_k"]
+    @staticmethod
+    def _iter_pages(read, pfns: Iterator[int]) -> Iterator[Tuple[int, bytes]]:
         while True:
             batch = list(itertools.islice(pfns, _READ_BATCH))
             if not batch:
                 return
+            data = read(batch)
+            yield from zip(batch, [data[o:o + PAGE_SIZE] for o in range(0, len(data), PAGE_SIZE)])
+
+    def page_reader(self, domid: int) -> Callable[[Sequence[int]], bytes]:
+        self._guest(domid)
+        stored_pages = self._stored(domid)
+        written = stored_pages.bitmap()
+        table = stored_pages.generations(len(written) * 8) if any(written) else None
+        written_k = self._aux(domid)["written_k"]
+
+        def read(batch: Sequence[int]) -> bytes:
             rec, now = self._guest(domid)       # a running guest keeps writing meanwhile
             n, k, dmap = rec["mem_kib"] // 4, guest.dirty_events(rec, now), self._map(rec)
-            bad = [p for p in batch if not isinstance(p, int) or not 0 <= p < n]
-            if bad:
-                raise _error(errno.EINVAL, f"pfn {bad[0]!r} out of range")
+            check_pfns(batch, n)
             gens: List[Optional[int]] = dmap.generations(batch, k)   # type: ignore[assignment]
             if table is not None:
                 nbits, moved = len(written) * 8, k > written_k
@@ -455,12 +461,17 @@ class SimulatedHypervisor(Hypervisor):
                             not (moved and dmap.written_between(pfn, written_k, k)):
                         gen = table[pfn]
                         gens[i] = gen - 1 if gen else None
-            yield from zip(batch, stored_pages.read(rec["uuid"], batch, gens))
+            return stored_pages.read(rec["uuid"], batch, gens)
+        return read
 
     def write_pages(self, domid: int, pages: Iterable[Tuple[int, bytes]]) -> None:
+        self.write_page_batches(domid, (((pfn,), memoryview(data)) for pfn, data in pages))
+
+    def write_page_batches(self, domid: int,
+                           batches: Iterable[Tuple[Sequence[int], memoryview]]) -> None:
         rec, _ = self._guest(domid)
         stored_pages = self._stored(domid)
-        new_bits = stored_pages.store(rec["uuid"], rec["mem_kib"] // 4, pages)
+        new_bits = stored_pages.store(rec["uuid"], rec["mem_kib"] // 4, batches)
         with self._lock:
             rec, now = self._guest(domid)
             k = guest.dirty_events(rec, now)
