@@ -128,8 +128,11 @@ def interleaved_medians(cmds: Sequence[Tuple[Sequence[str], Optional[dict]]], ru
 
 # -- executables ----------------------------------------------------------------------------
 def python_exe() -> str:
-    """The real interpreter (not a pyenv shim: a shim costs a shell and pyenv itself)."""
-    return os.path.realpath(sys.executable)
+    """The interpreter running the benchmark, as it was started: a virtual environment's
+    ``bin/python`` (a symlink: resolving it would start the base interpreter, without the
+    venv's packages). ``sys.executable`` is never a pyenv shim (a shell script that execs the
+    real interpreter, which then reports its own path)."""
+    return sys.executable
 
 
 def console_script(name: str) -> List[str]:
