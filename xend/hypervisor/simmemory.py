@@ -22,41 +22,43 @@ from .base import PAGE_SIZE
 
 _POOL_SPAN = 1 << 18          # distinct window offsets into a guest's random pool
 _HEADER = struct.Struct("<QQ")
-_MIX_PFN, _MIX_GEN = 0x9E3779B1, 0x85EBCA77
+_MIX_PFN, _MIX_GEN = 0x9E37, 0x85EB        # odd: a page's windows differ from its neighbours'
+#   (small: the offset is computed once per page of a migration, in small-int arithmetic)
 
 
 @functools.lru_cache(maxsize=64)
 def _pool(uuid: str) -> Tuple[bytes, int]:
-    """A guest's pseudo-random byte pool (seeded by its uuid) and a per-guest multiplier."""
+    """A guest's pseudo-random byte pool (seeded by its uuid) and a per-guest salt."""
     seed = hashlib.sha256(uuid.encode()).digest()
     pool = random.Random(seed).randbytes(_POOL_SPAN + PAGE_SIZE)
-    return pool, int.from_bytes(seed[:8], "little") | 1
+    return pool, int.from_bytes(seed[:8], "little") % _POOL_SPAN
 
 
-def _offset(pfn: int, generation: int, mult: int) -> int:
+def _offset(pfn: int, generation: int, salt: int) -> int:
     """Where the window of page ``pfn`` at ``generation`` starts in its guest's pool (a cheap
     mix of both; written out inline in the loops below, which run once per page)."""
-    return ((pfn * _MIX_PFN + generation * _MIX_GEN) * mult >> 7) % _POOL_SPAN
+    return (pfn * _MIX_PFN + generation * _MIX_GEN + salt) % _POOL_SPAN
 
 
 def page_bytes(uuid: str, pfn: int, generation: int) -> bytes:
     """The 4096 bytes of page ``pfn`` after it has been dirtied ``generation`` times.
 
     A 16-byte (pfn, generation) header makes every page and every generation distinct; the
-    rest is a window of the guest's random pool chosen by a cheap mix of both. This costs a
-    copy, not a hash of 4 KiB, so streaming a GiB is bounded by the sockets, not by us."""
-    pool, mult = _pool(uuid)
-    off = _offset(pfn, generation, mult)
+    rest is a window of the guest's random pool chosen by a cheap mix of both and a
+    per-guest salt. This costs a copy, not a hash of 4 KiB, so streaming a GiB is bounded by
+    the sockets, not by us."""
+    pool, salt = _pool(uuid)
+    off = _offset(pfn, generation, salt)
     return _HEADER.pack(pfn, generation) + pool[off:off + PAGE_SIZE - _HEADER.size]
 
 
 def page_parts(uuid: str, pfns: Sequence[int], generations: Sequence[int]) -> Iterator[Any]:
     """The pieces of ``page_bytes`` of many pages, in order: each page's header, then a view
     of its window of the pool (``b"".join`` of them is the pages: one copy, no page object)."""
-    pool, mult = _pool(uuid)
+    pool, salt = _pool(uuid)
     src = memoryview(pool)
     body = PAGE_SIZE - _HEADER.size
-    offs = [((pfn * _MIX_PFN + gen * _MIX_GEN) * mult >> 7) % _POOL_SPAN       # _offset
+    offs = [(pfn * _MIX_PFN + gen * _MIX_GEN + salt) % _POOL_SPAN       # _offset
             for pfn, gen in zip(pfns, generations)]
     return itertools.chain.from_iterable(zip(map(_HEADER.pack, pfns, generations),
                                              [src[off:off + body] for off in offs]))
@@ -74,10 +76,10 @@ def own_generations(uuid: str, pfns: Sequence[int], pages: memoryview,
     exactly ``page_bytes(uuid, pfn, g)`` (g <= max_generation), else None. Compared in
     place, the headers unpacked in one call, and the common case (every page its guest's
     own) without a Python loop over the pages."""
-    pool, mult = _pool(uuid)
+    pool, salt = _pool(uuid)
     heads = _headers(len(pfns)).unpack_from(pages)
     gens = heads[1::2]
-    offs = [((pfn * _MIX_PFN + gen * _MIX_GEN) * mult >> 7) % _POOL_SPAN       # _offset
+    offs = [(pfn * _MIX_PFN + gen * _MIX_GEN + salt) % _POOL_SPAN       # _offset
             for pfn, gen in zip(pfns, gens)]
     bodies = [pages[o:o + PAGE_SIZE - _HEADER.size]
               for o in range(_HEADER.size, len(pfns) * PAGE_SIZE, PAGE_SIZE)]
