@@ -38,6 +38,10 @@ setup(
         "lockfile==0.12.2",
         # PAM for the Xen-API's pam listeners: ctypes, no compiler, Python 3.9+
         "pamela==1.2.0",
+        # XXH3-64, the checksum of save and migration images (~40 GB/s; zlib's CRC-32, 3 GB/s,
+        # was a third of a migration's time on each end). Optional at run time: without it
+        # xend writes CRC-32 images (see xend/domains/image.py).
+        "xxhash==4.1.0",
     ],
     extras_require={
         # pytest 9 and hypothesis after 6.141 need Python 3.10: 3.9 gets the last that run on it.
@@ -48,6 +52,12 @@ setup(
             'hypothesis==6.155.2; python_version >= "3.10"',
             'hypothesis==6.141.1; python_version < "3.10"',
             "XenAPI==26.21.1",
+        ],
+        # `python -m bench` draws its scaling chart (bench/plot.py) with matplotlib; without
+        # it the benchmark prints and writes its table and says the chart was skipped.
+        "bench": [
+            'matplotlib==3.10.8; python_version >= "3.10"',
+            'matplotlib==3.9.4; python_version < "3.10"',
         ],
     },
     entry_points={

@@ -1,14 +1,20 @@
 """Run every benchmark and print one table: each figure beside its anchor, measured in the same
 run, and the ratio between them.
 
-    python3 -m bench [--runs 10] [--only startup xm_list rss create_destroy xmlrpc migrate
-                                       xenapi]
-                     [--migrate-size-mib 1024] [--seconds 3] [--output FILE]
+    python -m bench [--runs 10] [--only startup xm_list scale create_destroy xmlrpc migrate
+                                     xenapi]
+                    [--counts 1 100 1000 10000] [--migrate-size-mib 1024] [--seconds 3]
+                    [--output-dir DIR] [--output FILE]
     bench/run ...    (the same)
 
-libvirt anchors appear when libvirtd runs (``sh bench/peers`` as root installs and starts it).
-``bench/xmlrpc_calls.py`` and ``bench/migrate.py`` are run as they are (subprocesses) when
-present, and their figures are read from their output.
+Run it with the interpreter of the environment xend is installed in (the README's
+``.venv/bin/python -m bench``): every script and command it times is started with that
+interpreter. The package is byte-compiled first, as an installed package is (this machine's
+environment sets PYTHONDONTWRITEBYTECODE, which would otherwise have every start compile
+xend from source). libvirt anchors appear when libvirtd runs (``sh bench/peers`` as root
+installs and starts it). ``bench/xmlrpc_calls.py`` and ``bench/migrate.py`` are run as they
+are (subprocesses) and their figures are read from their output. With ``--output-dir`` the
+table goes to DIR/results.txt and the scaling chart to DIR/scaling.png (bench/plot.py).
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from bench import common  # noqa: E402
 from bench.common import Fleet, LibvirtTestDomains, Row  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ALL = ("startup", "xm_list", "rss", "create_destroy", "xmlrpc", "migrate", "xenapi")
+ALL = ("startup", "xm_list", "scale", "create_destroy", "xmlrpc", "migrate", "xenapi")
 
 
 def log(msg: str) -> None:
@@ -71,12 +77,15 @@ def xmlrpc_rows(seconds: float) -> List[Row]:
         if server != "xend":
             continue
         anchor = table.get(("stdlib", "trivial method", n))
+        # issue 20's targets: full records (xend.domains(True)) with one client at least
+        # as fast as the bare server's trivial call, p99 within 1 ms
+        targeted = call == "xend.domains(True)" and n == 1
         rows.append(Row("xmlrpc", f"{call}, {n} client{'s' if n > 1 else ''}: calls/s", rate,
                         "/s", f"bare stdlib XML-RPC server, {n} client{'s' if n > 1 else ''}",
-                        anchor[0] if anchor else None, (">=", 3000), target_on="value"))
+                        anchor[0] if anchor else None, (">=", 1.0) if targeted else None))
         rows.append(Row("xmlrpc", f"{call}, {n} client{'s' if n > 1 else ''}: p99", p99, "ms",
-                        "bare stdlib server p99", anchor[2] if anchor else None, ("<=", 1.0),
-                        target_on="value"))
+                        "bare stdlib server p99", anchor[2] if anchor else None,
+                        ("<=", 1.0) if targeted else None, target_on="value"))
     return rows
 
 
@@ -109,6 +118,10 @@ def migrate_rows(size_mib: int) -> List[Row]:
         target = None
         if key.startswith("migrate non-live"):
             target = 0.7 if "TLS" in key else 0.5
+        elif key.startswith("relocation stream only, TCP"):
+            target = 0.7
+        elif key.startswith("image to"):
+            target = 0.5
         rows.append(Row("migrate", f"{key} ({size_mib} MiB)", rates[key], "MiB/s",
                         anchor or "", rates.get(anchor) if anchor else None,
                         (">=", target) if target else None))
@@ -126,14 +139,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10, help="runs per median (default 10)")
     ap.add_argument("--only", nargs="+", choices=ALL, default=list(ALL))
-    ap.add_argument("--counts", type=int, nargs="+", default=[1, 100, 1000],
-                    help="domain counts for xm list (the last one also for RSS)")
+    ap.add_argument("--counts", type=int, nargs="+", default=[1, 100, 1000, 10000],
+                    help="domain counts for xm list and the scaling figures")
     ap.add_argument("--cycles", type=int, default=50, help="create+destroy cycles")
     ap.add_argument("--seconds", type=float, default=3.0, help="per XML-RPC row")
     ap.add_argument("--migrate-size-mib", type=int, default=1024)
+    ap.add_argument("--output-dir", help="write results.txt and scaling.png here")
     ap.add_argument("--output", help="also write the table to this file")
     a = ap.parse_args(argv)
 
+    common.byte_compile()
     header = common.machine()
     print(header, flush=True)
     rows: List[Row] = []
@@ -141,28 +156,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         from bench import startup
         log("startup")
         rows += startup.run(a.runs)
-    if "xm_list" in a.only or "rss" in a.only or "xenapi" in a.only:
-        from bench import rss, xenapi_calls, xm_list
+    if "xm_list" in a.only or "scale" in a.only or "xenapi" in a.only:
+        from bench import scale, xenapi_calls, xm_list
         fleet = Fleet()
         lv = LibvirtTestDomains(fleet.tmp) if common.libvirtd_running() else None
         try:
-            big = max(a.counts)
-            if "rss" in a.only:
-                log("rss, 1 domain")
-                rows += rss.measure_at(fleet, lv, 1)
-            if "xenapi" in a.only:
-                log("Xen-API VM.get_all_records, 1 VM")
-                rows += xenapi_calls.measure_at(fleet, 1, a.seconds)
-            if "xm_list" in a.only:
-                for n in a.counts:
+            for n in sorted(a.counts):
+                if "xm_list" in a.only:
                     log(f"xm list, {n} domains")
                     rows += xm_list.measure_at(fleet, lv, n, a.runs)
-            if "rss" in a.only:
-                log(f"rss, {big} domains")
-                rows += rss.measure_at(fleet, lv, big)
-            if "xenapi" in a.only:
-                log(f"Xen-API VM.get_all_records, {big} VMs")
-                rows += xenapi_calls.measure_at(fleet, big, a.seconds)
+                if "scale" in a.only:
+                    log(f"xm list -l, RSS, create+destroy, idle CPU, {n} domains")
+                    rows += scale.measure_at(fleet, lv, n, a.runs, largest=n == max(a.counts))
+                if "xenapi" in a.only and n in (1, 1000):
+                    log(f"Xen-API VM.get_all_records, {n} VMs")
+                    rows += xenapi_calls.measure_at(fleet, n, a.seconds)
         finally:
             if lv is not None:
                 lv.close()
@@ -182,6 +190,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(print_to.getvalue(), end="")
     if a.output:
         Path(a.output).write_text(header + "\n\n" + print_to.getvalue())
+    if a.output_dir:
+        from bench.plot import chart
+        out = Path(a.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.txt").write_text(header + "\n\n" + print_to.getvalue())
+        why = chart(rows, out / "scaling.png", header)
+        log(f"chart not drawn: {why}" if why else f"wrote {out / 'results.txt'} and "
+            f"{out / 'scaling.png'}")
     return 0
 
 

@@ -70,6 +70,8 @@ def fmt(value: Optional[float], unit: str) -> str:
         return f"{value:,.1f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
     if unit == "MiB":
         return f"{value:.1f} MiB"
+    if unit == "%":
+        return f"{value:.2f} %"
     return f"{value:g} {unit}"
 
 
@@ -128,8 +130,11 @@ def interleaved_medians(cmds: Sequence[Tuple[Sequence[str], Optional[dict]]], ru
 
 # -- executables ----------------------------------------------------------------------------
 def python_exe() -> str:
-    """The real interpreter (not a pyenv shim: a shim costs a shell and pyenv itself)."""
-    return os.path.realpath(sys.executable)
+    """The interpreter running the benchmark, as it was started: a virtual environment's
+    ``bin/python`` (a symlink: resolving it would start the base interpreter, without the
+    venv's packages). ``sys.executable`` is never a pyenv shim (a shell script that execs the
+    real interpreter, which then reports its own path)."""
+    return sys.executable
 
 
 def console_script(name: str) -> List[str]:
@@ -143,6 +148,14 @@ def console_script(name: str) -> List[str]:
         return [exe]
     module = {"xm": "xend.xm.main", "xend": "xend.cli"}[name]
     return [python_exe(), "-m", module]
+
+
+def byte_compile() -> None:
+    """Byte-compile the xend package, as installing it does (pip compiles what it installs);
+    the commands timed then load it as an installed xend would, whatever
+    PYTHONDONTWRITEBYTECODE says (it only stops the interpreter writing .pyc files)."""
+    import compileall
+    compileall.compile_dir(str(REPO / "xend"), quiet=1)
 
 
 def machine() -> str:
@@ -408,6 +421,7 @@ def stop_pid(pid: int, timeout: float = 20.0) -> None:
 
 def standalone(run: Callable[..., List[Row]]) -> None:
     """``main`` of a benchmark script run on its own."""
+    byte_compile()
     print(machine(), flush=True)
     rows = run()
     print()

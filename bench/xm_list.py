@@ -49,7 +49,7 @@ def measure_at(fleet: Fleet, lv: Optional[LibvirtTestDomains], n: int, runs: int
     t = dict(zip(labels, (x * 1e3 for x in interleaved_medians(cmds, runs))))
     fig = f"xm list, {n} domain{'s' if n > 1 else ''}"
     rows = [Row("xm list", fig, t["xm"], "ms", FLOOR, t["floor"],
-                ("<=", 1.3) if n == 1 else None)]
+                ("<=", 1.1) if n == 1 else None)]
     if "unix" in t:
         rows.append(Row("xm list", fig, t["xm"], "ms",
                         "virsh -c test+unix:///default list --all", t["unix"],

@@ -15,8 +15,6 @@ import threading
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import pytest
-
 from tests.daemon_helpers import XendInstance, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -262,6 +260,7 @@ class Proxy:
 
 def openssl_cert(dirpath: Path, name: str = "relocation") -> tuple:
     if not shutil.which("openssl"):
+        import pytest       # here only: the benchmarks use these helpers without pytest
         pytest.skip("openssl not installed")
     key, cert = dirpath / f"{name}.key", dirpath / f"{name}.crt"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from xend import sxp
-from xend.domains.image import SIGNATURE, read_image, write_image
+from xend.domains import image
+from xend.domains.image import SIGNATURE, read_image, write_image, writer_checksum
 from xend.errors import VMBadState, VmError, XendConfigError, XendError
 from xend.hypervisor.base import PAGE_SIZE
 
@@ -53,9 +54,15 @@ def test_image_layout(env):
     assert config[0] == "domain" and sxp.child_value(config, "name") == "g1"
     assert "domid" not in [k[0] for k in config[1:]]
     rest = data[20 + length:]
-    assert rest[:8] == b"XendPag2"
-    assert struct.unpack(">IQ", rest[8:20]) == (PAGE_SIZE, 4 * 256)
-    assert len(rest) == 20 + 4 * 256 * (8 + PAGE_SIZE) + 8 + 8 + 4
+    assert rest[:8] == b"XendPag3"
+    assert struct.unpack(">IQ4s", rest[8:24]) == (PAGE_SIZE, 4 * 256, writer_checksum())
+    # four batches of 256 pages: count, 256 pfns, 256 pages; then a count of 0, the record
+    # count and the checksum
+    batch = 4 + 256 * (8 + PAGE_SIZE)
+    assert len(rest) == 24 + 4 * batch + 4 + 8 + 8
+    assert struct.unpack(">I4Q", rest[24:24 + 36]) == (256, 0, 1, 2, 3)
+    assert struct.unpack(">I", rest[24 + batch:28 + batch]) == (256,)
+    assert struct.unpack(">IQ", rest[-20:-8]) == (0, 1024)
     cfg, pages = read_image(io.BytesIO(data))
     assert sxp.child_value(cfg, "uuid") == child(env.reg.domain("g1"), "uuid")
     assert pages.nr_pages == 1024
@@ -87,6 +94,47 @@ def test_damaged_memory_is_refused(env):
         pages.drain()
     cfg, pages = read_image(io.BytesIO(bytes(data[:-5000])))
     with pytest.raises(XendError, match="truncated"):
+        pages.drain()
+
+
+def test_image_of_an_earlier_format_is_refused(env):
+    """An image whose memory section is of an earlier layout ("XendPag2": a pfn before each
+    page, CRC-32) is refused as unknown, not misread."""
+    started(env.reg, vm("g1", memory=4))
+    data = save_bytes(env, "g1", keep_running=True)
+    (length,) = struct.unpack(">i", data[16:20])
+    at = 20 + length
+    old = data[:at] + b"XendPag2" + struct.pack(">IQ", PAGE_SIZE, 1024) + data[at + 24:]
+    cfg, pages = read_image(io.BytesIO(old))
+    with pytest.raises(XendError, match="unknown memory image format"):
+        pages.drain()
+
+
+def test_crc32_image_of_a_host_without_xxhash(env, monkeypatch):
+    """A host without the xxhash module writes CRC-32 (and says so in the header); any host
+    reads it, and damage is found as with XXH3."""
+    started(env.reg, vm("g1", memory=4))
+    monkeypatch.setattr(image, "writer_checksum", lambda: b"cr32")
+    data = save_bytes(env, "g1", keep_running=True)
+    monkeypatch.undo()
+    assert b"XendPag3" + struct.pack(">IQ", PAGE_SIZE, 1024) + b"cr32" in data
+    _, pages = read_image(io.BytesIO(data))
+    assert sum(1 for _ in pages) == 1024 and pages.finished and len(pages.checksum) == 8
+    damaged = bytearray(data)
+    damaged[-5000] ^= 1
+    _, pages = read_image(io.BytesIO(bytes(damaged)))
+    with pytest.raises(XendError, match="checksum mismatch"):
+        pages.drain()
+
+
+def test_batches_larger_than_a_reader_takes_are_refused(env):
+    started(env.reg, vm("g1", memory=8))
+    data = save_bytes(env, "g1", keep_running=True)
+    (length,) = struct.unpack(">i", data[16:20])
+    at = 20 + length + 24
+    big = data[:at] + struct.pack(">I", image.MAX_BATCH + 1) + data[at + 4:]
+    _, pages = read_image(io.BytesIO(big))
+    with pytest.raises(XendError, match="a batch of 1025 pages"):
         pages.drain()
 
 
@@ -282,12 +330,14 @@ def test_live_save_converges_and_restores_the_final_memory(env, caplog):
 
 
 def test_live_write_image_sends_dirty_rounds(env):
-    domid = started(env.reg, vm("g1", memory=16, args="sim.dirty_rate=50000 sim.wss=2000"))
+    # the guest dirties pages at most as fast as it has pages per second: big enough that
+    # its first pass (~10 ms) leaves more than LIVE_SMALL_SET pages dirty
+    domid = started(env.reg, vm("g1", memory=128, args="sim.dirty_rate=32768 sim.wss=2000"))
     hv = env.hv
     out = io.BytesIO()
     stats = write_image(hv, ["domain", ["name", "g1"]], domid, out, live=True)
     assert hv.domain_info(domid).paused
-    assert stats.rounds >= 1 and stats.pages > 4096
+    assert stats.rounds >= 1 and stats.pages > 32768
     cfg, pages = read_image(io.BytesIO(out.getvalue()))
     assert pages_digest(pages) == hv.memory_checksum(domid)
 

@@ -421,7 +421,7 @@ def test_recovery_after_a_crash(tmp_path):
 # -- the incoming stream guard -------------------------------------------------------------------
 import struct  # noqa: E402
 
-from xend.domains.image import MEMORY_MAGIC, TAIL_SIZE  # noqa: E402
+from xend.domains.image import MEMORY_MAGIC, max_section_bytes  # noqa: E402
 from xend.relocation.receiver import IncomingStream  # noqa: E402
 
 
@@ -453,7 +453,7 @@ def test_refusal_from_the_config_callback_stops_the_read():
 
 def test_stream_length_bounded_by_the_domain_size():
     head = image_head(b"(domain)", 1)
-    limit = len(head) + 8 + TAIL_SIZE + (8 + 4096) * 32
+    limit = len(head) - 20 + max_section_bytes(1)
     ok = IncomingStream(io.BufferedReader(io.BytesIO(head + b"\0" * (limit - len(head)))),
                         lambda c: None)
     drain(ok, chunk=65536)

@@ -28,6 +28,19 @@ _OCTAL = "01234567"
 _HEX = "0123456789abcdefABCDEF"
 
 
+class Frozen(list):
+    """An SXP list its maker will not change again (a field of a domain's record, kept until
+    the domain's configuration changes): an encoder may keep what it made of it in
+    ``encoded`` and give that again (``xend.server.xmlrpc_wire``). Whoever gets one must not
+    change it either; it is a list in every other way."""
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self.encoded: Optional[str] = None
+
+
 class ParseError(ValueError):
     """A syntax error, with the 1-based line and column where it was found."""
 

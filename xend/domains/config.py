@@ -430,37 +430,34 @@ def to_record(cfg: DomainConfig, runtime: Optional[Runtime] = None, full: bool =
 
     Without ``runtime`` it is the configuration as stored (managed files, save images).
     """
-    rt = runtime or Runtime()
-    rec: list = ["domain"]
-    if rt.domid is not None:
-        rec.append(["domid", rt.domid])
-    rec += [["cpu_weight", cfg.cpu_weight], ["cpu_cap", cfg.cpu_cap],
-            ["uuid", cfg.uuid], ["vcpus", cfg.vcpus]]
+    return _assemble(_config_fields(cfg, full), runtime or Runtime())
+
+
+def _config_fields(cfg: DomainConfig, full: bool) -> Tuple[list, list, list]:
+    """The record's fields that come from the configuration, in three parts: those before
+    the runtime times, those between the times and the status, the devices (``full``)."""
+    head: list = [["cpu_weight", cfg.cpu_weight], ["cpu_cap", cfg.cpu_cap],
+                  ["uuid", cfg.uuid], ["vcpus", cfg.vcpus]]
     if cfg.cpus:
-        rec.append(["cpus", [list(c) for c in cfg.cpus]])
-    rec += [["name", cfg.name], ["on_poweroff", cfg.on_poweroff],
-            ["on_reboot", cfg.on_reboot], ["on_crash", cfg.on_crash]]
+        head.append(["cpus", [list(c) for c in cfg.cpus]])
+    head += [["name", cfg.name], ["on_poweroff", cfg.on_poweroff],
+             ["on_reboot", cfg.on_reboot], ["on_crash", cfg.on_crash]]
     for key in ("bootloader", "bootloader_args", "description", "pool_name"):
         v = getattr(cfg, key)
         if v:
-            rec.append([key, v])
-    rec += [["maxmem", cfg.maxmem], ["memory", cfg.memory]]
+            head.append([key, v])
+    head += [["maxmem", cfg.maxmem], ["memory", cfg.memory]]
     if cfg.shadow_memory is not None:
-        rec.append(["shadow_memory", cfg.shadow_memory])
+        head.append(["shadow_memory", cfg.shadow_memory])
     if cfg.vcpu_avail is not None:
-        rec.append(["vcpu_avail", cfg.vcpu_avail])
+        head.append(["vcpu_avail", cfg.vcpu_avail])
     if cfg.features is not None:
-        rec.append(["features", cfg.features])
-    rec += [["on_xend_start", cfg.on_xend_start], ["on_xend_stop", cfg.on_xend_stop]]
-    if rt.start_time is not None:
-        rec.append(["start_time", rt.start_time])
-    if rt.cpu_time is not None:
-        rec.append(["cpu_time", rt.cpu_time])
-    if rt.online_vcpus is not None:
-        rec.append(["online_vcpus", rt.online_vcpus])
+        head.append(["features", cfg.features])
+    head += [["on_xend_start", cfg.on_xend_start], ["on_xend_stop", cfg.on_xend_stop]]
+    middle: list = []
     if cfg.security_label:
-        rec.append(["security_label", cfg.security_label])
-    rec += copy.deepcopy(list(cfg.extra))
+        middle.append(["security_label", cfg.security_label])
+    middle += copy.deepcopy(list(cfg.extra))
     if cfg.image_type:
         body: list = [cfg.image_type, ["kernel", cfg.kernel]]
         if cfg.ramdisk:
@@ -468,14 +465,47 @@ def to_record(cfg: DomainConfig, runtime: Optional[Runtime] = None, full: bool =
         if cfg.args:
             body.append(["args", cfg.args])
         body += copy.deepcopy(list(cfg.image_extra))
-        rec.append(["image", body])
-    if rt.status is not None:
-        rec.append(["status", rt.status])
-    if rt.state is not None:
-        rec.append(["state", rt.state])
-    if full:
-        rec += [["device", copy.deepcopy(d)] for d in cfg.devices]
+        middle.append(["image", body])
+    devices = [["device", copy.deepcopy(d)] for d in cfg.devices] if full else []
+    return head, middle, devices
+
+
+def _assemble(fields: Tuple[list, list, list], rt: Runtime) -> list:
+    """A record of the configuration's ``fields`` and the runtime ``rt``."""
+    head, middle, devices = fields
+    rec: list = ["domain"]
+    if rt.domid is not None:
+        rec.append(["domid", rt.domid])
+    rec += head
+    rec += _runtime_fields(rt, ("start_time", "cpu_time", "online_vcpus"))
+    rec += middle
+    rec += _runtime_fields(rt, ("status", "state"))
+    rec += devices
     return rec
+
+
+def _runtime_fields(rt: Runtime, keys: Tuple[str, ...]) -> list:
+    return [[key, value] for key, value in zip(keys, map(rt.__getattribute__, keys))
+            if value is not None]
+
+
+class RecordCache:
+    """One domain's record fields that come from its configuration, made once per
+    configuration (a DomainConfig is replaced, never changed) as ``sxp.Frozen`` lists, which
+    the XML-RPC writer encodes once: a listing then builds and writes only the runtime
+    fields. ``record`` gives what ``to_record`` gives."""
+
+    def __init__(self) -> None:
+        self._key: Any = None
+        self._fields: Any = None
+
+    def record(self, cfg: DomainConfig, rt: Runtime, full: bool) -> list:
+        key = self._key
+        if key is None or key[0] is not cfg or key[1] != full:
+            self._fields = tuple([sxp.Frozen(field) for field in part]
+                                 for part in _config_fields(cfg, full))
+            self._key = (cfg, full)
+        return _assemble(self._fields, rt)
 
 
 def config_sxp(cfg: DomainConfig) -> list:

@@ -23,7 +23,7 @@ from xend import sxp
 from xend.errors import HypervisorError
 from xend.hypervisor.base import DomainInfo, Hypervisor
 
-from .config import DomainConfig, Runtime, config_sxp, to_record
+from .config import DomainConfig, RecordCache, Runtime, config_sxp
 from .states import DOM0_ID, power_state
 
 log = logging.getLogger("xend.XendDomainInfo")
@@ -54,6 +54,7 @@ class Domain:
         self.foreign = False
         #: when xend first saw this (foreign) domain shut down; None = not seen
         self.down_seen_at: Optional[float] = None
+        self._records = {False: RecordCache(), True: RecordCache()}   # by ``full``
 
     def __repr__(self) -> str:
         return f"<Domain {self.name} id={self.domid} uuid={self.uuid}>"
@@ -198,4 +199,7 @@ class Domain:
         return rt
 
     def record(self, info: Optional[DomainInfo], checkpointed: bool, full: bool) -> list:
-        return to_record(self.config, self.runtime(info, checkpointed), full=full)
+        """``to_record`` of the config and runtime; the config's fields are made once per
+        config (``sxp.Frozen``: callers must not change them), and once more per ``full``."""
+        cache = self._records[full]
+        return cache.record(self.config, self.runtime(info, checkpointed), full)

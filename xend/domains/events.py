@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Tuple
 
 from xend.errors import HypervisorError, XendError
 from xend.hypervisor.base import SHUTDOWN_NAMES
@@ -29,31 +30,47 @@ NEWCOMER_SETTLE = 30.0
 #: seconds a domain another toolstack built is left to it after it shut down (``xl``'s own
 #: monitor restarts or destroys it at once); then xend runs the domain's action itself
 FOREIGN_GRACE = 10.0
+#: seconds between two looks at every domain when the hypervisor reports no change and no
+#: timer runs (a safety net: every change it knows of wakes the event thread at once)
+IDLE_SWEEP = 10.0
 
 
 class EventsMixin:
     # -- the loop -------------------------------------------------------------------------------
     def _event_loop(self) -> None:
-        while not self._stop.is_set():
+        """Look at the domains when the hypervisor says something changed, every
+        event_interval while a timer runs (a shutdown request, a foreign domain's grace, a
+        newcomer being built), and every IDLE_SWEEP seconds otherwise: an idle xend with
+        thousands of domains costs next to nothing (console output is pulled on demand)."""
+        swept = time.monotonic() - IDLE_SWEEP       # the first look is at once (what happened
+        while not self._stop.is_set():              # while xend was down)
             try:
-                self.hv.wait_for_change(self._next_wait())
+                wait, timing = self._next_wait()
+                changed = self.hv.wait_for_change(wait)
                 if self._stop.is_set():
                     break
-                self.refresh()
+                now = time.monotonic()
+                if changed or timing or self._newcomers_seen or now - swept >= IDLE_SWEEP:
+                    swept = now
+                    self.refresh()
             except Exception:  # noqa: BLE001 - the loop must survive anything
                 log.exception("Error while handling domain events")
                 self._stop.wait(self.event_interval)
 
-    def _next_wait(self) -> float:
+    def _next_wait(self) -> Tuple[float, bool]:
+        """(how long to wait at most, whether a timer of a domain runs)."""
         wait = self.event_interval
+        timing = False
         now = time.time()
         for d in self._all():
             at = d.shutdown_requested_at
             if at is not None:
+                timing = True
                 wait = min(wait, max(0.01, at + self.shutdown_timeout - now))
             if d.down_seen_at is not None:
+                timing = True
                 wait = min(wait, max(0.01, d.down_seen_at + FOREIGN_GRACE - now))
-        return wait
+        return wait, timing
 
     def refresh(self) -> None:
         """Look at every domain once (the event thread calls this; tests may too)."""

@@ -293,13 +293,12 @@ class SaveRestoreMixin:
                             % (pages.nr_pages, have))
         total = have * (PAGE_SIZE + 8)
 
-        def counted() -> Iterator[Tuple[int, bytes]]:
-            for n, item in enumerate(pages, 1):
-                if n % 256 == 0:
-                    op.update(pages.bytes, max(total, pages.bytes))
-                yield item
+        def counted() -> Iterator[Tuple[Any, memoryview]]:
+            for batch in pages.batches():
+                op.update(pages.bytes, max(total, pages.bytes))
+                yield batch
 
-        self.hv.write_pages(domid, counted())
+        self.hv.write_page_batches(domid, counted())
         if not pages.finished:
             pages.drain()               # the checksum is checked at the end of the stream
         op.update(pages.bytes, pages.bytes)

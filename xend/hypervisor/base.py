@@ -15,7 +15,7 @@ import errno
 import hashlib
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import HypervisorError
 
@@ -390,6 +390,25 @@ class Hypervisor(abc.ABC):
 
     @abc.abstractmethod
     def write_pages(self, domid: int, pages: Iterable[Tuple[int, bytes]]) -> None: ...
+
+    def page_reader(self, domid: int) -> Callable[[Sequence[int]], bytes]:
+        """A function ``read(pfns)`` that gives the pages ``pfns`` one after the other
+        (len(pfns) * PAGE_SIZE bytes), for one pass of a save: a backend keeps what it needs
+        to look up between the calls. This default joins what ``read_pages`` gives."""
+        def read(pfns: Sequence[int]) -> bytes:
+            data = b"".join([page for _, page in self.read_pages(domid, pfns)])
+            if len(data) != len(pfns) * PAGE_SIZE:
+                raise HypervisorError(errno.EIO, f"the pages of pfns {pfns[:1]}.. are not "
+                                      f"{PAGE_SIZE} bytes each")
+            return data
+        return read
+
+    def write_page_batches(self, domid: int,
+                           batches: Iterable[Tuple[Sequence[int], memoryview]]) -> None:
+        """``write_pages`` of batches (pfns, their pages: len(pfns) * PAGE_SIZE bytes); a
+        batch's buffer may be reused once the next one is asked for."""
+        self.write_pages(domid, ((pfn, pages[i * PAGE_SIZE:(i + 1) * PAGE_SIZE])
+                                 for pfns, pages in batches for i, pfn in enumerate(pfns)))
 
     def dump_core(self, domid: int, path: str, header: Dict[str, Any]) -> None:
         """Write the domain's core to ``path`` (created 0600). This default writes xend's own

@@ -11,56 +11,84 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 import random
 import struct
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from .base import PAGE_SIZE
 
 
 _POOL_SPAN = 1 << 18          # distinct window offsets into a guest's random pool
 _HEADER = struct.Struct("<QQ")
+_MIX_PFN, _MIX_GEN = 0x9E37, 0x85EB        # odd: a page's windows differ from its neighbours'
+#   (small: the offset is computed once per page of a migration, in small-int arithmetic)
 
 
 @functools.lru_cache(maxsize=64)
 def _pool(uuid: str) -> Tuple[bytes, int]:
-    """A guest's pseudo-random byte pool (seeded by its uuid) and a per-guest multiplier."""
+    """A guest's pseudo-random byte pool (seeded by its uuid) and a per-guest salt."""
     seed = hashlib.sha256(uuid.encode()).digest()
     pool = random.Random(seed).randbytes(_POOL_SPAN + PAGE_SIZE)
-    return pool, int.from_bytes(seed[:8], "little") | 1
+    return pool, int.from_bytes(seed[:8], "little") % _POOL_SPAN
+
+
+def _offset(pfn: int, generation: int, salt: int) -> int:
+    """Where the window of page ``pfn`` at ``generation`` starts in its guest's pool (a cheap
+    mix of both; written out inline in the loops below, which run once per page)."""
+    return (pfn * _MIX_PFN + generation * _MIX_GEN + salt) % _POOL_SPAN
 
 
 def page_bytes(uuid: str, pfn: int, generation: int) -> bytes:
     """The 4096 bytes of page ``pfn`` after it has been dirtied ``generation`` times.
 
     A 16-byte (pfn, generation) header makes every page and every generation distinct; the
-    rest is a window of the guest's random pool chosen by a cheap mix of both. This costs a
-    slice, not a hash of 4 KiB, so streaming a GiB is bounded by the sockets, not by us."""
-    pool, mult = _pool(uuid)
-    off = ((pfn * 0x9E3779B1 + generation * 0x85EBCA77) * mult >> 7) % _POOL_SPAN
+    rest is a window of the guest's random pool chosen by a cheap mix of both and a
+    per-guest salt. This costs a copy, not a hash of 4 KiB, so streaming a GiB is bounded by
+    the sockets, not by us."""
+    pool, salt = _pool(uuid)
+    off = _offset(pfn, generation, salt)
     return _HEADER.pack(pfn, generation) + pool[off:off + PAGE_SIZE - _HEADER.size]
 
 
-def is_page(uuid: str, pfn: int, generation: int, data: bytes) -> bool:
-    """Whether ``data`` (4096 bytes) is ``page_bytes(uuid, pfn, generation)``, compared in
-    place (no page is built)."""
-    pool, mult = _pool(uuid)
-    off = ((pfn * 0x9E3779B1 + generation * 0x85EBCA77) * mult >> 7) % _POOL_SPAN
-    return _HEADER.unpack_from(data) == (pfn, generation) and \
-        pool.startswith(memoryview(data)[_HEADER.size:], off)
-
-
-def pages_bytes(uuid: str, pfns: Sequence[int], generations: Sequence[int]) -> List[bytes]:
-    """``page_bytes`` of many pages at once (a batch of a save or migration)."""
-    pool, mult = _pool(uuid)
-    pack = _HEADER.pack
+def page_parts(uuid: str, pfns: Sequence[int], generations: Sequence[int]) -> Iterator[Any]:
+    """The pieces of ``page_bytes`` of many pages, in order: each page's header, then a view
+    of its window of the pool (``b"".join`` of them is the pages: one copy, no page object)."""
+    pool, salt = _pool(uuid)
+    src = memoryview(pool)
     body = PAGE_SIZE - _HEADER.size
-    out = []
-    for pfn, gen in zip(pfns, generations):
-        off = ((pfn * 0x9E3779B1 + gen * 0x85EBCA77) * mult >> 7) % _POOL_SPAN
-        out.append(pack(pfn, gen) + pool[off:off + body])
-    return out
+    offs = [(pfn * _MIX_PFN + gen * _MIX_GEN + salt) % _POOL_SPAN       # _offset
+            for pfn, gen in zip(pfns, generations)]
+    return itertools.chain.from_iterable(zip(map(_HEADER.pack, pfns, generations),
+                                             [src[off:off + body] for off in offs]))
+
+
+@functools.lru_cache(maxsize=8)
+def _headers(count: int) -> struct.Struct:
+    """The (pfn, generation) headers of ``count`` consecutive pages, in one unpack."""
+    return struct.Struct("<" + "QQ%dx" % (PAGE_SIZE - _HEADER.size) * count)
+
+
+def own_generations(uuid: str, pfns: Sequence[int], pages: memoryview,
+                    max_generation: int) -> List[Optional[int]]:
+    """For each page of ``pages`` (those of ``pfns``, one after the other): g when it is
+    exactly ``page_bytes(uuid, pfn, g)`` (g <= max_generation), else None. Compared in
+    place, the headers unpacked in one call, and the common case (every page its guest's
+    own) without a Python loop over the pages."""
+    pool, salt = _pool(uuid)
+    heads = _headers(len(pfns)).unpack_from(pages)
+    gens = heads[1::2]
+    offs = [(pfn * _MIX_PFN + gen * _MIX_GEN + salt) % _POOL_SPAN       # _offset
+            for pfn, gen in zip(pfns, gens)]
+    bodies = [pages[o:o + PAGE_SIZE - _HEADER.size]
+              for o in range(_HEADER.size, len(pfns) * PAGE_SIZE, PAGE_SIZE)]
+    starts = pool.startswith
+    if heads[0::2] == tuple(pfns) and max(gens) <= max_generation and \
+            all(map(starts, bodies, offs)):
+        return list(gens)
+    return [gen if head == pfn and gen <= max_generation and starts(body, off) else None
+            for head, pfn, gen, body, off in zip(heads[0::2], pfns, gens, bodies, offs)]
 
 
 class DirtyMap:

@@ -19,15 +19,13 @@ from __future__ import annotations
 import array
 import errno
 import os
-import struct
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import HypervisorError
 from .base import PAGE_SIZE
 from .simfiles import atomic_write
-from .simmemory import is_page, pages_bytes
+from .simmemory import own_generations, page_parts
 
-_HEADER = struct.Struct("<QQ")          # the (pfn, generation) that starts a generated page
 _IOV_MAX = 1024                         # buffers per pwritev (Linux's limit)
 _MAX_GENERATION = (1 << 63) - 2
 
@@ -61,11 +59,10 @@ class StoredPages:
             table.frombytes(bytes(8 * (n - len(table))))
         return table
 
-    def read(self, uuid: str, pfns: Sequence[int], generations: List[Optional[int]]
-             ) -> List[bytes]:
-        """The pages ``pfns``: generated where ``generations`` gives one, else read from the
-        pages file a run of consecutive pfns at a time."""
-        out: List[bytes] = []
+    def read(self, uuid: str, pfns: Sequence[int], generations: List[Optional[int]]) -> bytes:
+        """The pages ``pfns``, one after the other: generated where ``generations`` gives
+        one, else read from the pages file a run of consecutive pfns at a time."""
+        parts: List[Any] = []
         fd = -1
         try:
             i = 0
@@ -77,17 +74,16 @@ class StoredPages:
                     if fd < 0:
                         fd = os.open(self._pages, os.O_RDONLY | os.O_CLOEXEC)
                     want = (j - i) * PAGE_SIZE
-                    data = os.pread(fd, want, pfns[i] * PAGE_SIZE).ljust(want, b"\0")
-                    out.extend(data[o:o + PAGE_SIZE] for o in range(0, want, PAGE_SIZE))
+                    parts.append(os.pread(fd, want, pfns[i] * PAGE_SIZE).ljust(want, b"\0"))
                 else:
                     while j < len(pfns) and generations[j] is not None:
                         j += 1
-                    out.extend(pages_bytes(uuid, pfns[i:j], generations[i:j]))  # type: ignore
+                    parts.extend(page_parts(uuid, pfns[i:j], generations[i:j]))  # type: ignore
                 i = j
         finally:
             if fd >= 0:
                 os.close(fd)
-        return out
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def as_stored(self, uuid: str, n: int) -> Iterator[bytes]:
         """Pages 0..n-1 as ``write_pages`` stored them (whatever the guest has written
@@ -99,35 +95,42 @@ class StoredPages:
             gens: List[Optional[int]] = [
                 table[p] - 1 if p < len(written) * 8 and written[p >> 3] >> (p & 7) & 1
                 and table[p] else None for p in pfns]
-            yield from self.read(uuid, pfns, gens)
+            data = self.read(uuid, pfns, gens)
+            yield from (data[o:o + PAGE_SIZE] for o in range(0, len(data), PAGE_SIZE))
 
     # -- writing --------------------------------------------------------------------------------
-    def store(self, uuid: str, n: int, pages: Iterable[Tuple[int, bytes]]) -> bytearray:
-        """Store ``pages`` of a guest of ``n`` pages; returns the bitmap of the pfns stored
-        (for ``publish``). Without a lock: only this guest's restore writes its pages."""
+    def store(self, uuid: str, n: int,
+              batches: Iterable[Tuple[Sequence[int], memoryview]]) -> bytearray:
+        """Store the pages of ``batches`` (pfns, their pages one after the other) of a guest
+        of ``n`` pages; returns the bitmap of the pfns stored (for ``publish``). A batch's
+        buffer is done with before the next is asked for. Without a lock: only this guest's
+        restore writes its pages."""
         new_bits = bytearray((n + 7) // 8)
         table = self.generations(n)
         fd = os.open(self._pages, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            run: List[bytes] = []       # verbatim pages of consecutive pfns: one pwritev
-            first = nxt = -1
-            for pfn, data in pages:
-                if not isinstance(pfn, int) or not 0 <= pfn < n:
-                    raise HypervisorError(errno.EINVAL, f"pfn {pfn!r} out of range")
-                if len(data) != PAGE_SIZE:
-                    raise HypervisorError(errno.EINVAL, f"page {pfn} is {len(data)} bytes")
-                new_bits[pfn >> 3] |= 1 << (pfn & 7)
-                gen = _own_generation(uuid, pfn, data)
-                if gen is not None:
-                    table[pfn] = gen + 1
-                    continue
-                table[pfn] = 0
-                if pfn != nxt or len(run) >= _IOV_MAX:
-                    _write_run(fd, first, run)
-                    run, first = [], pfn
-                run.append(data)
-                nxt = pfn + 1
-            _write_run(fd, first, run)
+            for pfns, pages in batches:
+                if len(pages) != len(pfns) * PAGE_SIZE:
+                    raise HypervisorError(errno.EINVAL, f"pages of pfns {pfns[:1]}.. are not "
+                                          f"{PAGE_SIZE} bytes each")
+                check_pfns(pfns, n)
+                gens = own_generations(uuid, pfns, pages, _MAX_GENERATION)
+                if None not in gens and _mark_run(new_bits, table, pfns, gens):
+                    continue                # the common case: a run of the guest's own pages
+                run: List[memoryview] = []   # verbatim pages of consecutive pfns: one pwritev
+                first = nxt = -1
+                for i, (pfn, gen) in enumerate(zip(pfns, gens)):
+                    new_bits[pfn >> 3] |= 1 << (pfn & 7)
+                    if gen is not None:
+                        table[pfn] = gen + 1
+                        continue
+                    table[pfn] = 0
+                    if pfn != nxt or len(run) >= _IOV_MAX:
+                        _write_run(fd, first, run)
+                        run, first = [], pfn
+                    run.append(pages[i * PAGE_SIZE:(i + 1) * PAGE_SIZE])
+                    nxt = pfn + 1
+                _write_run(fd, first, run)
         finally:
             os.close(fd)
         atomic_write(self._generations, table.tobytes())
@@ -145,15 +148,40 @@ class StoredPages:
         atomic_write(self._bitmap, merged.to_bytes(size, "little"))
 
 
-def _own_generation(uuid: str, pfn: int, data: bytes) -> Optional[int]:
-    """g when ``data`` is page_bytes(uuid, pfn, g), else None."""
-    head_pfn, gen = _HEADER.unpack_from(data)
-    if head_pfn != pfn or gen > _MAX_GENERATION:
-        return None
-    return gen if is_page(uuid, pfn, gen, data) else None
+def check_pfns(pfns: Sequence[int], n: int) -> None:
+    """HypervisorError unless every pfn is an int in 0..n-1 (no Python loop over them)."""
+    if not pfns:
+        return
+    if not set(map(type, pfns)) <= {int}:
+        bad = next(p for p in pfns if type(p) is not int)
+        raise HypervisorError(errno.EINVAL, f"pfn {bad!r} out of range")
+    if min(pfns) < 0 or max(pfns) >= n:
+        bad = next(p for p in pfns if not 0 <= p < n)
+        raise HypervisorError(errno.EINVAL, f"pfn {bad!r} out of range")
 
 
-def _write_run(fd: int, first: int, pages: List[bytes]) -> None:
+def _mark_run(bits: bytearray, table: array.array, pfns: Sequence[int],
+              gens: Sequence[int]) -> bool:
+    """Record ``pfns`` (consecutive: else False, nothing done) as stored with generations
+    ``gens``, a slice at a time."""
+    lo = pfns[0]
+    hi = lo + len(pfns)
+    if tuple(pfns) != tuple(range(lo, hi)):
+        return False
+    table[lo:hi] = array.array("Q", map((1).__add__, gens))
+    while lo < hi and lo & 7:
+        bits[lo >> 3] |= 1 << (lo & 7)
+        lo += 1
+    whole = (hi - lo) >> 3
+    bits[lo >> 3:(lo >> 3) + whole] = b"\xff" * whole
+    lo += whole << 3
+    while lo < hi:
+        bits[lo >> 3] |= 1 << (lo & 7)
+        lo += 1
+    return True
+
+
+def _write_run(fd: int, first: int, pages: List[memoryview]) -> None:
     """Write ``pages``, those of pfns ``first``, ``first`` + 1, ... (short writes resumed)."""
     offset, i = first * PAGE_SIZE, 0
     while i < len(pages):

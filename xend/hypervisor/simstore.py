@@ -86,12 +86,19 @@ class SimStore:
     def rm(self, path: str) -> None:
         check_path(path)
         prefix = path.rstrip("/") + "/"
+        shard, root = _shard_of(path)
         with self._lock:
-            for shard in self._shards():
-                root = _shard_root(shard)
-                if root == path or root.startswith(prefix):
+            if shard == "root":         # above the shards: those beneath it go whole
+                for below in self._shards():
+                    below_root = _shard_root(below)
+                    if below_root == path or below_root.startswith(prefix):
+                        os.unlink(self._file(below))
+            elif root == path:          # a shard's root: the shard goes (no other is below)
+                try:
                     os.unlink(self._file(shard))
-            shard = _shard_of(path)[0]
+                except FileNotFoundError:
+                    pass
+                return
             nodes = self._load(shard)
             doomed = [k for k in nodes if k == path or k.startswith(prefix)]
             if doomed:

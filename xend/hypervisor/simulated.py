@@ -38,17 +38,17 @@ import shutil
 import threading
 import time
 import uuid as uuidlib
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import HypervisorError
 from . import simguest as guest
 from . import simhost
-from .base import (SCHEDULERS, SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_POWEROFF,
+from .base import (PAGE_SIZE, SCHEDULERS, SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_POWEROFF,
                    SHUTDOWN_REASONS, TRIGGERS, CpuPoolInfo, DomainInfo, DomainSpec, Hypervisor,
                    PhysInfo, VcpuInfo, VersionInfo)
 from .simfiles import CachedJson, StateLock, atomic_write, dumps, read_json, write_json
 from .simmemory import DirtyMap
-from .simpages import StoredPages
+from .simpages import StoredPages, check_pfns
 from .simstore import SimStore
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,9 @@ class SimulatedHypervisor(Hypervisor):
         self._index: Dict[int, dict] = {}
         self._maps: Dict[Tuple[str, int, int], DirtyMap] = {}
         self._fragments: Dict[int, Tuple[dict, str]] = {}    # domid -> (record, its JSON)
+        self._due: Tuple[Optional[dict], int, List[float]] = (None, -1, [])   # _due_events
+        #: (domid, created) -> console lines read up to, when we last read the aux file
+        self._console_read: Dict[Tuple[int, float], int] = {}
         self._init_host(host_memory_mib, host_cpus, dom0_memory_mib, scheduler)
         with self._mutex:
             self._seen_serial = self._load()["serial"]
@@ -623,23 +626,29 @@ class SimulatedHypervisor(Hypervisor):
         return self._guest(domid)[0]["mem_kib"] // 4
 
     def read_pages(self, domid: int, pfns: Iterable[int]) -> Iterator[Tuple[int, bytes]]:
-        self._guest(domid)      # fail now, not at the first next()
-        return self._iter_pages(domid, iter(pfns))
+        read = self.page_reader(domid)      # fail now, not at the first next()
+        return self._iter_pages(read, iter(pfns))
 
-    def _iter_pages(self, domid: int, pfns: Iterator[int]) -> Iterator[Tuple[int, bytes]]:
-        stored_pages = self._stored(domid)
-        written = stored_pages.bitmap()
-        table = stored_pages.generations(len(written) * 8) if any(written) else None
-        written_k = self._aux(domid)["written_k"]
+    @staticmethod
+    def _iter_pages(read, pfns: Iterator[int]) -> Iterator[Tuple[int, bytes]]:
         while True:
             batch = list(itertools.islice(pfns, _READ_BATCH))
             if not batch:
                 return
+            data = read(batch)
+            yield from zip(batch, [data[o:o + PAGE_SIZE] for o in range(0, len(data), PAGE_SIZE)])
+
+    def page_reader(self, domid: int) -> Callable[[Sequence[int]], bytes]:
+        self._guest(domid)
+        stored_pages = self._stored(domid)
+        written = stored_pages.bitmap()
+        table = stored_pages.generations(len(written) * 8) if any(written) else None
+        written_k = self._aux(domid)["written_k"]
+
+        def read(batch: Sequence[int]) -> bytes:
             rec, now = self._guest(domid)       # a running guest keeps writing meanwhile
             n, k, dmap = rec["mem_kib"] // 4, guest.dirty_events(rec, now), self._map(rec)
-            bad = [p for p in batch if not isinstance(p, int) or not 0 <= p < n]
-            if bad:
-                raise _error(errno.EINVAL, f"pfn {bad[0]!r} out of range")
+            check_pfns(batch, n)
             gens: List[Optional[int]] = dmap.generations(batch, k)   # type: ignore[assignment]
             if table is not None:
                 nbits, moved = len(written) * 8, k > written_k
@@ -648,12 +657,17 @@ class SimulatedHypervisor(Hypervisor):
                             not (moved and dmap.written_between(pfn, written_k, k)):
                         gen = table[pfn]
                         gens[i] = gen - 1 if gen else None
-            yield from zip(batch, stored_pages.read(rec["uuid"], batch, gens))
+            return stored_pages.read(rec["uuid"], batch, gens)
+        return read
 
     def write_pages(self, domid: int, pages: Iterable[Tuple[int, bytes]]) -> None:
+        self.write_page_batches(domid, (((pfn,), memoryview(data)) for pfn, data in pages))
+
+    def write_page_batches(self, domid: int,
+                           batches: Iterable[Tuple[Sequence[int], memoryview]]) -> None:
         rec, _ = self._guest(domid)
         stored_pages = self._stored(domid)
-        new_bits = stored_pages.store(rec["uuid"], rec["mem_kib"] // 4, pages)
+        new_bits = stored_pages.store(rec["uuid"], rec["mem_kib"] // 4, batches)
         with self._lock:
             rec, now = self._guest(domid)
             k = guest.dirty_events(rec, now)
@@ -726,10 +740,19 @@ class SimulatedHypervisor(Hypervisor):
         if domid == 0:
             self._settled(0)
             return b""
+        rec, now = self._settled(domid)
+        # the event thread asks for every domain at every look: a guest that printed nothing
+        # since our last read is answered without the lock or its aux file
+        key = (domid, rec["created"])
+        if guest.console_line_count(rec, now) <= self._console_read.get(key, -1):
+            return b""
         with self._lock:
             rec, now = self._settled(domid)
             aux = self._aux(domid)
             count = guest.console_line_count(rec, now)
+            if len(self._console_read) > 4 * len(self._index) + 64:
+                self._console_read.clear()
+            self._console_read[key] = max(count, aux["console_pos"])
             if count <= aux["console_pos"]:
                 return b""
             lines = guest.console_lines(rec, aux["console_pos"], count)
@@ -743,7 +766,7 @@ class SimulatedHypervisor(Hypervisor):
             with self._mutex:
                 doc = self._load()
                 now = time.time()
-                due = [ev[0] for ev in map(guest.next_event, doc["domains"]) if ev]
+                due = self._due_events(doc)
                 changed = (doc["serial"] != self._seen_serial
                            or any(self._seen_time < t <= now for t in due))
                 remaining = deadline - time.monotonic()
@@ -753,6 +776,15 @@ class SimulatedHypervisor(Hypervisor):
                 upcoming = [t - now for t in due if t > now]
             if self._nap(max(0.001, min([self._poll, remaining] + upcoming))):
                 return False
+
+    def _due_events(self, doc: dict) -> List[float]:
+        """When the guests' own next actions are due (shut down, crash), computed once per
+        version of the table (every change bumps its serial), so that a poll of thousands of
+        idle guests is one stat."""
+        if self._due[0] is not doc or self._due[1] != doc["serial"]:
+            self._due = (doc, doc["serial"],
+                         [ev[0] for ev in map(guest.next_event, doc["domains"]) if ev])
+        return self._due[2]
 
     def close(self) -> None:
         with self._mutex:

@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable, Optional
 
 from xend import sxp
-from xend.domains.image import LIVE_MAX_ROUNDS, MAX_CONFIG, MEMORY_MAGIC, SIGNATURE, TAIL_SIZE
+from xend.domains.image import MAX_CONFIG, MEMORY_MAGIC, SIGNATURE, max_section_bytes
 from xend.errors import VmError
 from xend.relocation.journal import Journal
 
@@ -57,7 +57,7 @@ class IncomingStream:
         """What one read of the stream gives (the image reader's bulk reads)."""
         return self._took(self.stream.read1(n))
 
-    def _took(self, data: bytes) -> bytes:
+    def _took(self, data: Any) -> Any:
         if data:
             self.total += len(data)
             if self.stage != "body":
@@ -67,9 +67,11 @@ class IncomingStream:
         return data
 
     def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
+        """The image reader's batches: straight into its buffer."""
+        n = self.stream.readinto(b)
+        if n:
+            self._took(memoryview(b)[:n])
+        return n
 
     def _check(self) -> None:
         if self.limit is not None and self.total > self.limit:
@@ -101,8 +103,7 @@ class IncomingStream:
         if self.stage == "memory" and len(head) >= self.config_end + _MEMORY_HEADER.size:
             magic, page_size, nr_pages = _MEMORY_HEADER.unpack_from(head, self.config_end)
             if magic == MEMORY_MAGIC and 0 < page_size <= 1 << 21:
-                self.limit = self.config_end + _MEMORY_HEADER.size + 8 + TAIL_SIZE + \
-                    nr_pages * (8 + page_size) * (LIVE_MAX_ROUNDS + 2)
+                self.limit = self.config_end + max_section_bytes(nr_pages, page_size)
             self._body()
 
     def _body(self) -> None:

@@ -14,7 +14,7 @@ import ssl
 import threading
 import time
 from typing import Any, Callable, Dict, Optional
-from xmlrpc.client import Binary, Fault, gzip_encode
+from xmlrpc.client import Binary, Fault, dumps, gzip_encode, loads
 from xmlrpc.server import SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
 
 from xend import errors
@@ -22,6 +22,7 @@ from xend.server import unixsock
 from xend.server.deadline import RequestDeadlineMixin
 from xend.server.lean_http import LeanRequestMixin, body_length
 from xend.server.peers import PeerCheckMixin, PeerGate, tls_server_context
+from xend.server.xmlrpc_wire import dumps_response
 
 log = logging.getLogger("xend.XMLRPCServer")
 
@@ -99,6 +100,11 @@ class XendDispatcher(SimpleXMLRPCDispatcher):
         self.register_introspection_functions()
 
     def _dispatch(self, method: str, params: tuple) -> Any:
+        """The result of a call as values ``xmlrpc.client`` can marshal (``to_wire``)."""
+        return to_wire(self._call(method, params))
+
+    def _call(self, method: str, params: tuple) -> Any:
+        """The method's result as it is (the top-level string quirk applied), or a Fault."""
         fn = self.funcs.get(method)
         if fn is None:
             raise Fault(errors.ERROR_INTERNAL, f'method "{method}" is not supported')
@@ -119,7 +125,23 @@ class XendDispatcher(SimpleXMLRPCDispatcher):
         except Exception as e:  # noqa: BLE001 - any other exception is an internal error
             log.exception("Internal error handling %s", method)
             raise Fault(errors.ERROR_INTERNAL, xml_safe(str(e)))
-        return quirk_string(to_wire(result))
+        return quirk_string(result)
+
+    def _marshaled_dispatch(self, data: bytes, dispatch_method: Any = None,
+                            path: Any = None) -> bytes:
+        """The stdlib's, with the result written by ``xmlrpc_wire`` (which does
+        ``to_wire``'s work as it writes); faults as the stdlib writes them."""
+        try:
+            params, method = loads(data, use_builtin_types=self.use_builtin_types)
+            if dispatch_method is not None:
+                return dumps_response(to_wire(dispatch_method(method, params)))
+            return dumps_response(self._call(method, params))
+        except Fault as fault:
+            response = dumps(fault, allow_none=self.allow_none, encoding=self.encoding)
+        except BaseException as exc:  # noqa: BLE001 - as the stdlib: any failure is a fault
+            response = dumps(Fault(1, "%s:%s" % (type(exc), exc)), encoding=self.encoding,
+                             allow_none=self.allow_none)
+        return response.encode(self.encoding, "xmlcharrefreplace")
 
 
 class XendRequestHandler(RequestDeadlineMixin, LeanRequestMixin, SimpleXMLRPCRequestHandler):

@@ -13,6 +13,7 @@ from typing import Any, Dict, List
 from xmlrpc.client import DateTime
 
 from xend.server.xmlrpc import xml_safe
+from xend.server.xmlrpc_wire import escape as _escape
 
 NULL_REF = "OpaqueRef:NULL"
 
@@ -44,16 +45,6 @@ def datetime_of(seconds: float) -> DateTime:
     gmtime), which Python's XML-RPC clients parse with use_builtin_types too;
     the ``Z`` that XenServer appends breaks them."""
     return DateTime(time.strftime("%Y%m%dT%H:%M:%S", time.gmtime(seconds)))
-
-
-def _escape(text: str) -> str:
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
-    return text
 
 
 def _dump(value: Any, out: List[str]) -> None:

@@ -243,16 +243,27 @@ def fast_loads(body: bytes) -> Optional[tuple]:
 
 
 def make_proxy(uri: str):
-    """An ``xmlrpc.client.ServerProxy`` for ``uri`` (``allow_none``, string quirk undone)."""
-    import xmlrpc.client
-
-    transports = _transport_classes()
+    """A proxy for ``uri`` that behaves as an ``xmlrpc.client.ServerProxy`` (``allow_none``,
+    string quirk undone): on a unix socket ``lean_rpc``'s, which needs no ``xmlrpc.client``
+    for the calls xm makes; else the standard one."""
     if uri.startswith("httpu://"):
         path = uri[len("httpu://"):]
         if not path.startswith("/"):
             raise ClientError(f"Invalid server URI {uri}: expected httpu:///absolute/path")
+        from xend.xm.lean_rpc import LeanUnixProxy
+
+        return LeanUnixProxy(path, lambda: standard_proxy(uri))
+    return standard_proxy(uri)
+
+
+def standard_proxy(uri: str):
+    """The ``xmlrpc.client.ServerProxy`` for ``uri``."""
+    import xmlrpc.client
+
+    transports = _transport_classes()
+    if uri.startswith("httpu://"):
         return xmlrpc.client.ServerProxy("http://localhost/RPC2",
-                                         transport=transports["unix"](path),
+                                         transport=transports["unix"](uri[len("httpu://"):]),
                                          allow_none=True)
     if uri.startswith("http://"):
         transport = transports["http"]()
