@@ -184,6 +184,66 @@ step_own_console() {
     grep -q "xenvm-guest: tick" "$WORK/g1-console.out" || fail "xm console showed none of the guest's output"
 }
 
+# last_said NAME PREFIX WANT: the guest's last line starting with PREFIX is PREFIX WANT
+last_said() {
+    [ "$(grep -o -- "$2.*" "$(console_of "$1")" 2>/dev/null | tail -n 1 | tr -d '\r')" = "$2 $3" ]
+}
+vdevs_of() { xm block-list "$1" 2>/dev/null | awk 'NR > 1 {print $1}' | tr '\n' ' '; }
+no_backend() { ! xenstore-list "/local/domain/0/backend/$1" >/dev/null 2>&1; }
+# refused_cmd WHY PATTERN CMD...: CMD fails and says PATTERN
+refused_cmd() {
+    local why=$1 pattern=$2; shift 2
+    if "$@" >"$WORK/refused.out" 2>&1; then
+        cat "$WORK/refused.out"; fail "$why: '$*' succeeded"; return
+    fi
+    sed 's/^/    | /' "$WORK/refused.out" | head -n 3
+    grep -q -- "$pattern" "$WORK/refused.out" || fail "$why: the error does not say '$pattern'"
+}
+# Devices after the build: a disk and a NIC come and go on the running g1, which sees them
+# (its hot-plug watch prints "disks now: ..." / "nics now: ..."); refusals leave nothing.
+step_own_hotplug() {
+    need_xend || return
+    xl_has g1 || { skip "no g1 (step own-create)"; return; }
+    local id t0
+    id=$(domid_of g1)
+    new_disk "$WORK/g1-hot.img"
+    refused_cmd "a missing disk file" "does not exist" xm block-attach g1 "file:$WORK/no-such.img" xvdc w
+    no_backend "vbd/$id/51744" || fail "the refused block-attach left a backend"
+    t0=$(now)
+    show xm block-attach g1 "file:$WORK/g1-hot.img" xvdc w || { fail "xm block-attach failed"; return; }
+    wait_for 60 said g1 "disks now: xvda xvdb xvdc" || { show_console g1; fail "the guest did not see xvdc come"; }
+    info "xvdc in the guest $(elapsed "$t0")s after xm block-attach"
+    said g1 "disk xvdc sectors=131072 ro=0 readable=yes" || fail "the guest does not see xvdc as 64 MiB, rw, readable"
+    show xm block-list g1
+    case " $(vdevs_of g1) " in *" 51744 "*) ;; *) fail "xm block-list lacks 51744 (xvdc)" ;; esac
+    [ "$(xenstore-read "/local/domain/0/backend/vbd/$id/51744/hotplug-status" 2>/dev/null)" = connected ] \
+        || fail "xvdc's backend is not connected"
+    xm list -l g1 | grep -q "(uname file:$WORK/g1-hot.img)" || fail "xm list -l lacks the attached disk"
+    t0=$(now)
+    show xm block-detach g1 xvdc || fail "xm block-detach failed"
+    wait_for 60 last_said g1 "disks now:" "xvda xvdb" || { show_console g1; fail "the guest did not see xvdc go"; }
+    info "xvdc gone from the guest $(elapsed "$t0")s after xm block-detach"
+    wait_for 30 no_backend "vbd/$id/51744" || fail "xvdc's backend is left behind"
+    wait_for 30 images_unused "$WORK/g1-hot.img" || fail "a loop device is left on g1-hot.img"
+    case " $(vdevs_of g1) " in *" 51744 "*) fail "xm block-list still shows xvdc" ;; esac
+
+    refused_cmd "a bridge that does not exist" "nosuchbr0 does not exist" xm network-attach g1 bridge=nosuchbr0
+    no_backend "vif/$id/1" || fail "the refused network-attach left a backend"
+    t0=$(now)
+    show xm network-attach g1 mac=00:16:3e:5e:00:02 bridge=xenbr0 || { fail "xm network-attach failed"; return; }
+    wait_for 60 said g1 "nics now: eth0 eth1" || { show_console g1; fail "the guest did not see eth1 come"; }
+    info "eth1 in the guest $(elapsed "$t0")s after xm network-attach"
+    said g1 "nic eth1 mac=00:16:3e:5e:00:02" || fail "the guest's eth1 lacks the MAC given"
+    show xm network-list g1
+    [ "$(xm network-list g1 | awk 'NR > 1' | wc -l)" = 2 ] || fail "xm network-list does not show 2 vifs"
+    ip -br link show master xenbr0 | grep -q "^vif$id.1" || fail "vif$id.1 is not on xenbr0"
+    show xm network-detach g1 1 || fail "xm network-detach failed"
+    wait_for 60 last_said g1 "nics now:" "eth0" || { show_console g1; fail "the guest did not see eth1 go"; }
+    wait_for 30 no_backend "vif/$id/1" || fail "vif 1's backend is left behind"
+    ! ip link show "vif$id.1" >/dev/null 2>&1 || fail "vif$id.1 is left in dom0"
+    [ "$(xm network-list g1 | awk 'NR > 1' | wc -l)" = 1 ] || fail "xm network-list does not show 1 vif after the detach"
+}
+
 step_own_mem_set() {
     need_xend || return
     xl_has g1 || { skip "no g1 (step own-create)"; return; }

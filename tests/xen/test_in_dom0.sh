@@ -439,6 +439,7 @@ all_steps() {
     run_step own-store       step_own_store
     run_step own-list        step_own_list
     run_step own-console     step_own_console
+    run_step own-hotplug     step_own_hotplug
     run_step own-mem-set     step_own_mem_set
     run_step own-vcpu-set    step_own_vcpu_set
     run_step own-create-c    step_own_create_c

@@ -135,6 +135,9 @@ LIBXL_FUNCTIONS: Dict[str, Tuple[object, List[object]]] = {
     "libxl_device_nic_remove": (c_int, [_CTX, c_uint32, c_void_p, _AO]),
     "libxl_device_nic_destroy": (c_int, [_CTX, c_uint32, c_void_p, _AO]),
     "libxl_cdrom_insert": (c_int, [_CTX, c_uint32, c_void_p, _AO]),
+    # libxl_utils.h: a device of a running domain as libxl reads it back from the store
+    "libxl_vdev_to_device_disk": (c_int, [_CTX, c_uint32, c_char_p, c_void_p]),
+    "libxl_devid_to_device_nic": (c_int, [_CTX, c_uint32, c_int, c_void_p]),
     "libxl_device_pci_init": (None, [c_void_p]),
     "libxl_device_pci_dispose": (None, [c_void_p]),
     "libxl_device_pci_from_json": (c_int, [_CTX, c_void_p, c_char_p]),

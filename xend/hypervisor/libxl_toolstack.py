@@ -258,13 +258,41 @@ class LibxlToolstack:
         self._device("disk", dev, "add", domid)
 
     def remove_disk(self, domid: int, dev: DeviceSpec, force: bool = False) -> None:
-        self._device("disk", dev, "destroy" if force else "remove", domid)
+        vdev = dev.backend.get("dev", "").partition(":")[0] or str(dev.devid)
+        if vdev.startswith("ioemu:"):
+            vdev = vdev[len("ioemu:"):]
+        self._remove_found("disk", domid, dev, force,
+                           lambda buf: self._lib.libxl_vdev_to_device_disk(
+                               self._ctx, domid, vdev.encode(), buf))
 
     def add_nic(self, domid: int, dev: DeviceSpec) -> None:
         self._device("nic", dev, "add", domid)
 
     def remove_nic(self, domid: int, dev: DeviceSpec, force: bool = False) -> None:
-        self._device("nic", dev, "destroy" if force else "remove", domid)
+        self._remove_found("nic", domid, dev, force,
+                           lambda buf: self._lib.libxl_devid_to_device_nic(
+                               self._ctx, domid, int(dev.devid), buf))
+
+    def _remove_found(self, kind: str, domid: int, dev: DeviceSpec, force: bool,
+                      find: Callable[[Any], int]) -> None:
+        """Remove a device as libxl reads it back from the store (as xl's block-detach and
+        network-detach do): libxl needs what it decided at the add (the disk's backend
+        type, the nic's script), which xend's config does not carry."""
+        lib = self._lib
+        buf = A.opaque(f"libxl_device_{kind}")
+        getattr(lib, f"libxl_device_{kind}_init")(buf)
+        call = getattr(lib, f"libxl_device_{kind}_{'destroy' if force else 'remove'}")
+        try:
+            with self._call() as messages:
+                rc = find(buf)
+                if rc:
+                    raise self._fail(rc, f"domain {domid} has no {kind} {dev.devid}", messages)
+                rc = call(self._ctx, domid, buf, None)
+                if rc:
+                    raise self._fail(rc, f"removal of {kind} {dev.devid} of domain {domid} "
+                                         f"failed", messages)
+        finally:
+            getattr(lib, f"libxl_device_{kind}_dispose")(buf)
 
     # -- added for hot-plug: cdroms, PCI, nics of HVM guests, triggers, debug keys -----------
     def add_nic_hvm(self, domid: int, dev: DeviceSpec) -> None:
