@@ -19,9 +19,9 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-RUN_TIMEOUT = float(os.environ.get("XEND_XENVM_TIMEOUT", "2100"))
+RUN_TIMEOUT = float(os.environ.get("XEND_XENVM_TIMEOUT", "2220"))
 
-pytestmark = [pytest.mark.realxen, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.realxen, pytest.mark.timeout(2370)]
 
 # test_in_dom0.sh's steps, in its order (each `run_step NAME FUNCTION` line of the script)
 STEPS = tuple(re.findall(r"^\s*run_step (\S+)", (HERE / "test_in_dom0.sh").read_text(), re.M))
