@@ -288,38 +288,6 @@ step_xm_list() {
     compare_lists
 }
 
-# xm list's time beside xl list's in this dom0 (bench/RESULTS.md's real-Xen row): the package
-# byte-compiled in a site directory as pip lays it out, run by a console script as pip writes
-# it; medians of 5 runs after one warm-up, with python3 -c pass as the interpreter's floor
-time_ms() {
-    local t0 t1
-    t0=$(date +%s%N); "$@" >/dev/null 2>&1; t1=$(date +%s%N)
-    echo $(((t1 - t0) / 1000000))
-}
-median_of() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-step_xm_list_time() {
-    need_xend || return
-    local site=/opt/xend-site i xm_ms xl_ms py_ms
-    rm -rf "$site" && mkdir -p "$site" && cp -a "$SRC/xend" "$site/" || { fail "copy failed"; return; }
-    python3 -m compileall -q "$site/xend" || { fail "compileall failed"; return; }
-    printf '#!/usr/bin/python3\nimport sys\nfrom xend.xm.main import main\nsys.exit(main())\n' >"$site/xm"
-    chmod 755 "$site/xm"
-    env PYTHONPATH="$site:/opt/xend-pydeps" "$site/xm" list | grep -q "^Domain-0 " || { fail "the byte-compiled xm list failed"; return; }
-    : >"$WORK/t-xm"; : >"$WORK/t-xl"; : >"$WORK/t-py"; : >"$WORK/t-src"
-    for i in 0 1 2 3 4 5; do
-        xm_ms=$(time_ms env PYTHONPATH="$site:/opt/xend-pydeps" "$site/xm" list)
-        xl_ms=$(time_ms xl list)
-        py_ms=$(time_ms python3 -c pass)
-        src_ms=$(time_ms xm list)      # the suite's own xm: the checkout, on PYTHONPATH
-        [ "$i" = 0 ] && continue
-        echo "$xm_ms" >>"$WORK/t-xm"; echo "$xl_ms" >>"$WORK/t-xl"; echo "$py_ms" >>"$WORK/t-py"
-        echo "$src_ms" >>"$WORK/t-src"
-    done
-    xm_ms=$(median_of <"$WORK/t-xm"); xl_ms=$(median_of <"$WORK/t-xl"); py_ms=$(median_of <"$WORK/t-py")
-    src_ms=$(median_of <"$WORK/t-src")
-    info "FIGURE xm list (byte-compiled, $(xl list | awk 'NR > 2' | wc -l) guest): ${xm_ms} ms; xl list ${xl_ms} ms; python3 -c pass ${py_ms} ms; ratio to xl $(awk -v a="$xm_ms" -v b="$xl_ms" 'BEGIN {printf "%.2f", a / b}')x (medians of 5, TCG; the checkout's xm ${src_ms} ms)"
-}
-
 step_guest_create() {
     need_xend || return
     # -e: no xl monitoring process; reacting to the guest's own shutdown is xend's job now
@@ -456,7 +424,6 @@ all_steps() {
     run_step xm-info         step_xm_info
     run_step xm-list         step_xm_list
     run_step guest-create    step_guest_create
-    run_step xm-list-time    step_xm_list_time
     run_step xm-pause        step_xm_pause
     run_step xm-unpause      step_xm_unpause
     run_step xm-mem-set      step_xm_mem_set

@@ -278,21 +278,8 @@ class LibxlToolstack:
         """Remove a device as libxl reads it back from the store (as xl's block-detach and
         network-detach do): libxl needs what it decided at the add (the disk's backend
         type, the nic's script), which xend's config does not carry."""
-        lib = self._lib
-        buf = A.opaque(f"libxl_device_{kind}")
-        getattr(lib, f"libxl_device_{kind}_init")(buf)
-        call = getattr(lib, f"libxl_device_{kind}_{'destroy' if force else 'remove'}")
-        try:
-            with self._call() as messages:
-                rc = find(buf)
-                if rc:
-                    raise self._fail(rc, f"domain {domid} has no {kind} {dev.devid}", messages)
-                rc = call(self._ctx, domid, buf, None)
-                if rc:
-                    raise self._fail(rc, f"removal of {kind} {dev.devid} of domain {domid} "
-                                         f"failed", messages)
-        finally:
-            getattr(lib, f"libxl_device_{kind}_dispose")(buf)
+        self._device_call(kind, "destroy" if force else "remove", domid, dev, find,
+                          f"domain {domid} has no {kind} {dev.devid}")
 
     # -- added for hot-plug: cdroms, PCI, nics of HVM guests, triggers, debug keys -----------
     def add_nic_hvm(self, domid: int, dev: DeviceSpec) -> None:
@@ -313,16 +300,25 @@ class LibxlToolstack:
     def _json_device(self, kind: str, dev: DeviceSpec, action: str, domid: int,
                      data: Dict[str, Any]) -> None:
         text = json.dumps(data)
-        buf = A.opaque(f"libxl_device_{kind}")
+        from_json = getattr(self._lib, f"libxl_device_{kind}_from_json")
+        self._device_call(kind, action, domid, dev,
+                          lambda buf: from_json(self._ctx, buf, text.encode()),
+                          f"libxl refused the {kind} {text}")
+
+    def _device_call(self, kind: str, action: str, domid: int, dev: DeviceSpec,
+                     fill: Callable[[Any], int], fill_error: str) -> None:
+        """``libxl_device_KIND_ACTION`` (or ``libxl_cdrom_insert``) of a device structure
+        that ``fill`` makes (from JSON, or read back from the store)."""
         lib = self._lib
+        buf = A.opaque(f"libxl_device_{kind}")
         getattr(lib, f"libxl_device_{kind}_init")(buf)
         call = getattr(lib, "libxl_cdrom_insert" if action == "cdrom_insert"
                        else f"libxl_device_{kind}_{action}")
         try:
             with self._call() as messages:
-                rc = getattr(lib, f"libxl_device_{kind}_from_json")(self._ctx, buf, text.encode())
+                rc = fill(buf)
                 if rc:
-                    raise self._fail(rc, f"libxl refused the {kind} {text}", messages)
+                    raise self._fail(rc, fill_error, messages)
                 rc = call(self._ctx, domid, buf, None)
                 if rc:
                     raise self._fail(rc, f"{action} of {kind} {dev.devid} of domain {domid} "
