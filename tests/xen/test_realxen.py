@@ -11,11 +11,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import pytest
+
+from tests.tls_helpers import CA, SUBJECT_ALT
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -57,22 +60,16 @@ def parse_steps(output: str) -> Dict[str, Tuple[str, str, str]]:
     return steps
 
 
-def _relocation_certificates(where: Path):
-    """A CA and a key + certificate for localhost it signed, for the relocation TLS port
-    (openssl on this host; None without it: the TLS step skips)."""
-    import shutil
-    import subprocess
+def relocation_certificates(where: Path, san: str = SUBJECT_ALT) -> Optional[Path]:
+    """A CA and a key + certificate it signed for ``san`` (tests/tls_helpers.py), under the
+    names dom0 reads in /xenvm-certs: ca.pem, host.key, host.pem. None without openssl (the
+    TLS steps skip)."""
     if shutil.which("openssl") is None:
         return None
-    def ssl(*args):
-        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=xenvm-ca",
-        "-keyout", "ca.key", "-out", "ca.pem")
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "host.key",
-        "-out", "host.csr")
-    (where / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    ssl("x509", "-req", "-in", "host.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "host.pem")
+    ca = CA(where, "xenvm-ca")
+    _key, cert = ca.issue("host", san)
+    ca.cert.rename(where / "ca.pem")
+    cert.rename(where / "host.pem")
     return where
 
 
@@ -83,7 +80,7 @@ def dom0_run(tmp_path_factory):
         pytest.skip("real-Xen harness unavailable: " + "; ".join(problems))
     harness.build()
     payload = [(REPO, "/src")]
-    certs = _relocation_certificates(tmp_path_factory.mktemp("certs"))
+    certs = relocation_certificates(tmp_path_factory.mktemp("certs"))
     if certs is not None:
         payload.append((certs, "/xenvm-certs"))
     result = harness.run("exec /bin/bash /src/tests/xen/test_in_dom0.sh",

@@ -12,15 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.xen.test_realxen import REPO, harness, parse_steps
+from tests.xen.test_realxen import REPO, harness, parse_steps, relocation_certificates
 
 pytestmark = [pytest.mark.realxen2, pytest.mark.timeout(3600)]
 RUN_TIMEOUT = float(os.environ.get("XEND_XENVM_TIMEOUT", "2700"))
@@ -28,21 +26,6 @@ ROLES = {"a": ("10.99.0.1/24", "52:54:00:99:00:01"), "b": ("10.99.0.2/24", "52:5
 STEPS = {"a": ("xend-start", "bridge", "a-start-guests", "network", "a-send", "a-home",
                "xend-stop"),
          "b": ("xend-start", "bridge", "network", "b-receive", "b-send-back", "xend-stop")}
-
-
-def _certificates(where: Path) -> Path:
-    """A CA and one key + certificate it signed for both hosts (by their addresses)."""
-    def ssl(*args):
-        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=xenvm-ca",
-        "-keyout", "ca.key", "-out", "ca.pem")
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=xenvm", "-keyout", "host.key",
-        "-out", "host.csr")
-    (where / "san.cnf").write_text("subjectAltName=IP:10.99.0.1,IP:10.99.0.2,DNS:localhost,"
-                                   "IP:127.0.0.1\n")
-    ssl("x509", "-req", "-in", "host.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "host.pem")
-    return where
 
 
 def _free_port() -> int:
@@ -57,7 +40,9 @@ def two_runs(tmp_path_factory):
     if problems or shutil.which("openssl") is None:
         pytest.skip("real-Xen harness unavailable: " + "; ".join(problems or ["no openssl"]))
     harness.build()
-    certs = _certificates(tmp_path_factory.mktemp("certs"))
+    certs = relocation_certificates(tmp_path_factory.mktemp("certs"),     # both hosts
+                                   "subjectAltName=IP:10.99.0.1,IP:10.99.0.2,DNS:localhost,"
+                                   "IP:127.0.0.1")
     port = _free_port()
     results = {}
 
