@@ -72,6 +72,14 @@ def test_pvh_and_hvm_types():
     assert hvm["b_info"]["device_model_version"] == "qemu_xen"
 
 
+def test_tsc_mode_as_xm_numbers_it():
+    assert "tsc_mode" not in L.domain_config(spec(image=(("tsc_mode", "0"),)))["b_info"]
+    for number, name in (("1", "always_emulate"), ("2", "native"), ("3", "native_paravirt")):
+        assert L.domain_config(spec(image=(("tsc_mode", number),)))["b_info"]["tsc_mode"] == name
+    with pytest.raises(L.LibxlConfigError, match="tsc_mode '7'"):
+        L.domain_config(spec(image=(("tsc_mode", "7"),)))
+
+
 @pytest.mark.parametrize("uname,dev,mode,expect", [
     ("phy:/dev/vg/g1", "xvda", "w", {"pdev_path": "/dev/vg/g1", "backend": "phy",
                                      "readwrite": 1}),

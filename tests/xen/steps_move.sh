@@ -296,7 +296,7 @@ step_move_pvh() {
     need_xend || return
     local last
     new_disk "$WORK/mvp.img"
-    own_cfg mvp "type = 'pvh'" "extra = \"console=hvc0 quiet xenvm.count=1\"" \
+    own_cfg mvp "type = 'pvh'" "$PVH_TSC" "extra = \"console=hvc0 quiet xenvm.count=1\"" \
         "disk = ['file:$WORK/mvp.img,xvda,w']"
     own_create mvp || return
     wait_for 30 tick_after mvp 3 || { fail "mvp does not count"; return; }

@@ -434,6 +434,8 @@ all_steps() {
     run_step xm-destroy      step_xm_destroy
     # guests xend builds itself (steps_own.sh)
     run_step bridge          step_bridge
+    # first, while no other guest runs (see own_create)
+    run_step own-pvh         step_own_pvh
     run_step own-actions-start step_own_actions_start
     run_step own-create      step_own_create
     run_step own-store       step_own_store
@@ -444,7 +446,6 @@ all_steps() {
     run_step own-hotplug     step_own_hotplug
     run_step own-create-c    step_own_create_c
     run_step own-shutdown-w  step_own_shutdown_w
-    run_step own-pvh         step_own_pvh
     run_step own-pygrub      step_own_pygrub
     run_step own-refusals    step_own_refusals
     run_step own-poweroff    step_own_poweroff

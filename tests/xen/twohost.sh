@@ -36,7 +36,7 @@ step_network() {
 
 step_a_start_guests() {
     own_cfg tp "extra = \"console=hvc0 quiet xenvm.count=1\""
-    own_cfg tpvh "type = 'pvh'" "extra = \"console=hvc0 quiet xenvm.count=1\""
+    own_cfg tpvh "type = 'pvh'" "$PVH_TSC" "extra = \"console=hvc0 quiet xenvm.count=1\""
     own_create tp || return
     own_create tpvh || return
     wait_for 30 tick_after tp 3 && wait_for 30 tick_after tpvh 3 || fail "the guests do not count"

@@ -42,6 +42,8 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)([bB])?/s(?:\s*@\s*(\d+)
                    r"\s*$")
 _UNITS = {"": 1, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "t": 10 ** 12}
 _INTERVAL_UNITS = {"us": 1, "ms": 1000, "s": 10 ** 6, None: 1}
+#: xm's tsc_mode numbers (xend 4.4: xc.domain_set_tsc_info) -> libxl_tsc_mode names
+_TSC_MODES = {"0": "default", "1": "always_emulate", "2": "native", "3": "native_paravirt"}
 
 
 class LibxlConfigError(ValueError):
@@ -277,6 +279,12 @@ def domain_config(spec: DomainSpec) -> Dict[str, Any]:
     image = dict(spec.image)
     if _flag(image.get("nomigrate", 0)):
         b_info["disable_migrate"] = "True"
+    tsc_mode = str(image.get("tsc_mode", "0")).strip() or "0"
+    if tsc_mode not in _TSC_MODES:
+        raise LibxlConfigError(f"tsc_mode {tsc_mode!r}: 0 (default), 1 (always emulate), "
+                               f"2 (native) or 3 (native paravirt)")
+    if tsc_mode != "0":
+        b_info["tsc_mode"] = _TSC_MODES[tsc_mode]
     if kind == "hvm":
         b_info["type.hvm"] = _hvm_part(spec)
         b_info["device_model_version"] = "qemu_xen"
