@@ -17,7 +17,7 @@ import itertools
 import logging
 import threading
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from xend import sxp
 from xend.errors import HypervisorError
@@ -29,6 +29,8 @@ from .states import DOM0_ID, power_state
 log = logging.getLogger("xend.XendDomainInfo")
 
 _serials = itertools.count(1)
+#: attributes that change what a domain is found by (name and uuid come with the config)
+_KEY_ATTRIBUTES = frozenset(("config", "domid"))
 
 
 class Domain:
@@ -58,6 +60,13 @@ class Domain:
 
     def __repr__(self) -> str:
         return f"<Domain {self.name} id={self.domid} uuid={self.uuid}>"
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        object.__setattr__(self, attr, value)
+        if attr in _KEY_ATTRIBUTES:
+            hook = self.__dict__.get("keys_changed")
+            if hook is not None:
+                hook(self)
 
     # -- identity ------------------------------------------------------------------------------
     @property

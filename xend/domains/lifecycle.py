@@ -192,7 +192,7 @@ class LifecycleMixin:
 
     def _twins(self, dom: Domain) -> list:
         """Other running domains of ``dom``'s uuid: both ends of a migration to this host."""
-        return [d for d in self._all() if d is not dom and d.uuid == dom.uuid
+        return [d for d in self._having("uuid", dom.uuid) if d is not dom
                 and d.domid is not None]
 
     def _republish_twins(self, dom: Domain) -> None:

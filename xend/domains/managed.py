@@ -135,7 +135,7 @@ class ManagedMixin:
                 with self._lock:
                     self._check_name_free(cfg.name, cfg.uuid)
                     dom = Domain(self.hv, cfg, managed=True)
-                    self._domains[dom.serial] = dom
+                    self._enter(dom)
             except XendError as e:
                 log.error("Failed to create reference to managed domain: %s (%s)",
                           cfg.name, e)

@@ -42,6 +42,7 @@ from . import config as cfgmod
 from .domain import Domain
 from .events import EventsMixin
 from .hotplug import DeviceOpsMixin
+from .index import DomainIndex
 from .schedulers import SchedulersMixin
 from .lifecycle import LifecycleMixin
 from .managed import ManagedMixin
@@ -85,6 +86,7 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
         self.balloon_sleep = balloon_sleep
         self._lock = threading.Lock()
         self._domains: Dict[int, Domain] = {}
+        self._index = DomainIndex()                 # name, uuid, domid -> domains
         self._reserved: Dict[str, str] = {}         # name -> uuid of creations in progress
         self._reserved_uuids: Set[str] = set()
         self._newcomers_seen: Dict[int, float] = {}  # domid -> when a foreign domain was first seen
@@ -150,17 +152,38 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
 
     def _add(self, dom: Domain) -> None:
         with self._lock:
-            self._domains[dom.serial] = dom
+            self._enter(dom)
 
     def _remove(self, dom: Domain) -> None:
         with self._lock:
-            self._domains.pop(dom.serial, None)
+            self._leave(dom)
 
     def _replace(self, old: Optional[Domain], new: Domain) -> None:
         with self._lock:
             if old is not None:
-                self._domains.pop(old.serial, None)
-            self._domains[new.serial] = new
+                self._leave(old)
+            self._enter(new)
+
+    def _enter(self, dom: Domain) -> None:
+        """Caller holds ``_lock``: ``dom`` joins the table and the index."""
+        self._domains[dom.serial] = dom
+        dom.keys_changed = self._index.add
+        self._index.add(dom)
+        if self._index.needs_rebuild(len(self._domains)):
+            self._index.rebuild(list(self._domains.values()))
+
+    def _leave(self, dom: Domain) -> None:
+        if self._domains.pop(dom.serial, None) is not None:
+            self._index.discard(dom)
+
+    def _having(self, key: str, value: Any) -> List[Domain]:
+        """The domains of the table whose ``key`` (name, uuid, domid) is ``value``, in the
+        order they were made."""
+        with self._lock:
+            return self._having_locked(key, value)
+
+    def _having_locked(self, key: str, value: Any) -> List[Domain]:
+        return [d for d in self._index.having(key, value) if self._domains.get(d.serial) is d]
 
     def _dom0(self) -> Domain:
         for d in self._all():
@@ -171,33 +194,25 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
     def _lookup(self, dom: Any) -> Optional[Domain]:
         """By name among running domains, name among managed ones, domid among running ones,
         uuid among running ones, uuid among managed ones (reference §8.1)."""
-        doms = self._all()
         key = str(dom).strip() if not isinstance(dom, int) else str(dom)
-        running = [d for d in doms if d.domid is not None]
-        managed = [d for d in doms if d.managed]
-        for d in running:
-            if d.name == key:
-                return d
-        for d in managed:
-            if d.name == key:
-                return d
+        named = self._having("name", key)
+        found = _first_running(named) or _first_managed(named)
+        if found is not None:
+            return found
         try:
             domid = int(key)
         except ValueError:
             domid = None
         if domid is not None:
-            for d in running:
-                if d.domid == domid:
-                    return d
+            found = _first_running(self._having("domid", domid))
+            if found is not None:
+                return found
         try:
             uuid = cfgmod.normalise_uuid(key)
         except XendError:
             return None
-        for group in (running, managed):
-            for d in group:
-                if d.uuid == uuid:
-                    return d
-        return None
+        same = self._having("uuid", uuid)
+        return _first_running(same) or _first_managed(same)
 
     def _get(self, dom: Any) -> Domain:
         if isinstance(dom, Domain):         # in-process callers may pass the object itself
@@ -238,7 +253,7 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
             if check_name:
                 self._check_name_free(cfg.name, cfg.uuid, exclude)
             if check_uuid:
-                for d in self._domains.values():
+                for d in self._having_locked("uuid", cfg.uuid):
                     if d is not exclude and d.domid is not None and d.uuid == cfg.uuid:
                         raise VmError("Domain '%s' already exists with ID '%d'"
                                       % (d.name, d.domid))
@@ -259,7 +274,7 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
         name belongs to domain 0 alone."""
         if name == DOM0_NAME and uuid != DOM0_UUID:
             raise VmError("VM name '%s' already exists as domain %d" % (name, DOM0_ID))
-        for d in self._domains.values():
+        for d in self._having_locked("name", name):
             if d is exclude or d.name != name or d.uuid == uuid:
                 continue
             where = " as domain %s" % d.domid if d.domid is not None else ""
@@ -383,7 +398,7 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
             return 0
 
     def _managed_inactive(self, uuid: str) -> Optional[Domain]:
-        for d in self._all():
+        for d in self._having("uuid", uuid):
             if d.managed and d.uuid == uuid and d.domid is None:
                 return d
         return None
@@ -416,3 +431,11 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
                 t.join(max(0.0, deadline - time.monotonic()))
             if time.monotonic() >= deadline:
                 return
+
+
+def _first_running(doms: List[Domain]) -> Optional[Domain]:
+    return next((d for d in doms if d.domid is not None), None)
+
+
+def _first_managed(doms: List[Domain]) -> Optional[Domain]:
+    return next((d for d in doms if d.managed), None)

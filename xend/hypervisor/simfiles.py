@@ -14,18 +14,23 @@ import fcntl
 import json
 import os
 import threading
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, Tuple, Union
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 
-def atomic_write(path: str, data: bytes, *, keep_open: bool = False) -> Optional[int]:
-    """Replace ``path`` with ``data``. With ``keep_open`` the descriptor of the new file is
+def atomic_write(path: str, data: Union[bytes, Sequence[bytes]], *,
+                 keep_open: bool = False) -> Optional[int]:
+    """Replace ``path`` with ``data`` (bytes, or a sequence of pieces written one after the
+    other without being joined first). With ``keep_open`` the descriptor of the new file is
     returned (open for reading) instead of being closed."""
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            _write_all(fd, data)
+        else:
+            _write_pieces(fd, data)
         os.replace(tmp, path)
     except BaseException:
         os.close(fd)
@@ -38,6 +43,27 @@ def atomic_write(path: str, data: bytes, *, keep_open: bool = False) -> Optional
         return fd
     os.close(fd)
     return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_pieces(fd: int, pieces: Sequence[bytes]) -> None:
+    """``writev`` of up to IOV_MAX pieces at a time; a short write finishes piece by piece."""
+    for start in range(0, len(pieces), _IOV_MAX):
+        batch = pieces[start:start + _IOV_MAX]
+        written = os.writev(fd, batch)
+        if written == sum(map(len, batch)):
+            continue
+        for piece in batch:
+            if written >= len(piece):
+                written -= len(piece)
+                continue
+            _write_all(fd, memoryview(piece)[written:])
+            written = 0
 
 
 def read_json(path: str) -> Any:
@@ -107,6 +133,19 @@ class CachedJson:
         self._fd = -1
         self._ident: Optional[tuple] = None
         self._doc: Any = None
+        self._held: Tuple[Optional[tuple], Any] = (None, None)    # (ident, doc), for peek
+
+    def peek(self) -> Any:
+        """The cached document if the file still holds that version, else None; safe without
+        the lock (one attribute read, one ``stat``), for readers that must not wait."""
+        ident, doc = self._held
+        if ident is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return doc if (st.st_dev, st.st_ino) == ident else None
 
     def load(self) -> Any:
         """The current document (None if the file does not exist). Do not mutate it unless
@@ -129,8 +168,9 @@ class CachedJson:
         self._hold(fd, st, doc)
         return doc
 
-    def save(self, doc: Any, data: Optional[bytes] = None) -> None:
-        """Write ``doc`` atomically (``data``: its serialization, if the caller has it) and
+    def save(self, doc: Any, data: Union[None, bytes, Sequence[bytes]] = None) -> None:
+        """Write ``doc`` atomically (``data``: its serialization, if the caller has it, whole
+        or in pieces) and
         make it the cached version. Caller holds the lock."""
         try:
             fd = atomic_write(self.path, _dumps(doc) if data is None else data, keep_open=True)
@@ -149,8 +189,10 @@ class CachedJson:
     def _hold(self, fd: int, st: os.stat_result, doc: Any) -> None:
         self._drop()
         self._fd, self._ident, self._doc = fd, (st.st_dev, st.st_ino), doc
+        self._held = (self._ident, doc)
 
     def _drop(self) -> None:
+        self._held = (None, None)
         if self._fd >= 0:
             os.close(self._fd)
         self._fd, self._ident, self._doc = -1, None, None

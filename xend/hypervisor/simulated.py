@@ -27,7 +27,6 @@ go away.
 """
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
 import itertools
@@ -46,10 +45,11 @@ from . import simhost
 from .base import (PAGE_SIZE, SCHEDULERS, SHUTDOWN_CRASH, SHUTDOWN_NAMES, SHUTDOWN_POWEROFF,
                    SHUTDOWN_REASONS, TRIGGERS, CpuPoolInfo, DomainInfo, DomainSpec, Hypervisor,
                    PhysInfo, VcpuInfo, VersionInfo)
-from .simfiles import CachedJson, StateLock, atomic_write, dumps, read_json, write_json
+from .simfiles import CachedJson, StateLock, atomic_write, read_json, write_json
 from .simmemory import DirtyMap
 from .simpages import StoredPages, check_pfns
 from .simstore import SimStore
+from .simtable import DomainTable
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,8 @@ class SimulatedHypervisor(Hypervisor):
         self._store = SimStore(os.path.join(state_path, "store"), self._lock)
         self._guest_defaults = {"shutdown_delay": shutdown_delay, "dirty_rate": dirty_rate}
         self._poll = poll_interval
-        self._indexed: Optional[dict] = None
-        self._index: Dict[int, dict] = {}
+        self._tab: Optional[DomainTable] = None     # the loaded table, see _load
         self._maps: Dict[Tuple[str, int, int], DirtyMap] = {}
-        self._fragments: Dict[int, Tuple[dict, str]] = {}    # domid -> (record, its JSON)
-        self._due: Tuple[Optional[dict], int, List[float]] = (None, -1, [])   # _due_events
         #: (domid, created) -> console lines read up to, when we last read the aux file
         self._console_read: Dict[Tuple[int, float], int] = {}
         self._init_host(host_memory_mib, host_cpus, dom0_memory_mib, scheduler)
@@ -140,77 +137,94 @@ class SimulatedHypervisor(Hypervisor):
             self._table.save(doc)
 
     def _load(self) -> dict:
+        return self._loaded().doc
+
+    def _loaded(self) -> DomainTable:
+        """The current table; caller holds the mutex. A version another process wrote is
+        loaded anew."""
         doc = self._table.load()
         if doc is None:
             raise _error(errno.EIO, f"simulated hypervisor state vanished from {self._dir}")
-        if self._indexed is not doc:
-            self._index = {rec["domid"]: rec for rec in doc["domains"]}
-            self._indexed = doc
-        return doc
+        if self._tab is None or self._tab.doc is not doc:
+            self._tab = DomainTable(doc)
+        return self._tab
+
+    @property
+    def _index(self) -> Dict[int, dict]:
+        """domid -> record of the current table; caller holds the mutex."""
+        return self._loaded().index
 
     def _record(self, domid: int) -> dict:
         """The stored (unsettled) record of ``domid``; caller holds the mutex."""
         if not isinstance(domid, int):
             raise _error(errno.EINVAL, f"bad domain id {domid!r}")
-        self._load()
         rec = self._index.get(domid)
         if rec is None:
             raise _error(errno.ESRCH)
         return rec
 
     def _settled(self, domid: int) -> Tuple[dict, float]:
+        table = self._current()
+        if table is not None and isinstance(domid, int):
+            ok, rec = table.unlocked(lambda t: t.index.get(domid))
+            if ok and rec is not None:
+                now = time.time()
+                return guest.settled(rec, now), now
         with self._mutex:
             now = time.time()
             return guest.settled(self._record(domid), now), now
 
+    def _current(self) -> Optional[DomainTable]:
+        """The loaded table if the file still holds it (no lock taken: for readers that
+        can do without one, through ``DomainTable.unlocked``), else None."""
+        table = self._tab
+        if table is None or self._table.peek() is not table.doc:
+            return None
+        return table
+
     @contextlib.contextmanager
     def _update(self, domid: Optional[int] = None, *, allow_dom0: bool = True):
         """Mutate the table under the lock: yields (doc, record of domid settled in place, now)
-        and saves afterwards; on an exception nothing is saved. The body may change that
-        record, the doc's own fields and the list of records, but no other record."""
+        and saves afterwards; on an exception nothing is saved and nothing changed. The body
+        may change that record and the doc's own fields; records come and go through
+        ``self._tab`` (insert, remove)."""
         with self._lock:
+            table = self._loaded()
+            table.begin()
             try:
-                doc = self._load()
                 now = time.time()
                 rec = None
                 if domid is not None:
-                    rec = self._record(domid)
+                    self._record(domid)
                     if domid == 0 and not allow_dom0:
                         raise _error(errno.EINVAL, "not permitted on Domain-0")
+                    rec = table.own(domid)
                     guest.materialize(rec, now)
-                yield doc, rec, now
+                yield table.doc, rec, now
+                table.doc["serial"] += 1
+                data = table.commit()
             except BaseException:
-                self._table.invalidate()
-                self._indexed = None
+                table.rollback()
                 raise
-            if rec is not None:
-                self._fragments.pop(rec["domid"], None)
-            doc["serial"] += 1
-            self._table.save(doc, self._serialize(doc))
-
-    def _serialize(self, doc: dict) -> bytes:
-        """The table as JSON, re-encoding only records not encoded before: with a thousand
-        domains, encoding the whole table would dominate every operation."""
-        fragments = {}
-        for rec in doc["domains"]:
-            cached = self._fragments.get(rec["domid"])
-            if cached is None or cached[0] is not rec:
-                cached = (rec, dumps(rec))
-            fragments[rec["domid"]] = cached
-        self._fragments = fragments
-        head = dumps({key: value for key, value in doc.items() if key != "domains"})
-        body = ",".join(text for _, text in fragments.values())
-        return f'{head[:-1]},"domains":[{body}]}}'.encode()
+            # a failed write forgets the loaded version: the next look reads the file again
+            self._table.save(table.doc, data)
 
     def _host(self) -> dict:
         with self._mutex:
             return self._load()["host"]
 
     def _free_kib(self, doc: dict) -> int:
-        return doc["host"]["memory_kib"] - sum(rec["mem_kib"] for rec in doc["domains"])
+        return doc["host"]["memory_kib"] - self._loaded().used_kib
 
     # -- host ----------------------------------------------------------------------------------
     def physinfo(self) -> PhysInfo:
+        table = self._current()
+        if table is not None:
+            ok, got = table.unlocked(lambda t: (t.used_kib, t.doc["host"]))
+            if ok:
+                used, host = got
+                return simhost.physinfo(host["nr_cpus"], host["memory_kib"],
+                                        host["memory_kib"] - used)
         with self._mutex:
             doc = self._load()
             host = doc["host"]
@@ -236,10 +250,11 @@ class SimulatedHypervisor(Hypervisor):
 
     # -- domains -------------------------------------------------------------------------------
     def list_domains(self) -> List[DomainInfo]:
+        # records are replaced, never changed, once in the table: they are read unlocked
         with self._mutex:
-            now = time.time()
-            return [guest.domain_info(guest.settled(rec, now), now)
-                    for rec in self._load()["domains"]]
+            records = list(self._loaded().records)
+        now = time.time()
+        return [guest.domain_info(guest.settled(rec, now), now) for rec in records]
 
     def domain_info(self, domid: int) -> DomainInfo:
         rec, now = self._settled(domid)
@@ -265,9 +280,7 @@ class SimulatedHypervisor(Hypervisor):
             rec = guest.new_record(domid, spec, knobs, now)
             rec["uuid"] = uuid
             self._reset_aux(domid)
-            ids = [r["domid"] for r in doc["domains"]]
-            doc["domains"].insert(bisect.bisect(ids, domid), rec)
-            self._indexed = None
+            self._tab.insert(rec)
         return domid
 
     def _allocate_domid(self, doc: dict) -> int:
@@ -315,9 +328,8 @@ class SimulatedHypervisor(Hypervisor):
 
     def destroy(self, domid: int) -> None:
         with self._lock:
-            with self._update(domid, allow_dom0=False) as (doc, rec, _):
-                doc["domains"].remove(rec)
-                self._indexed = None
+            with self._update(domid, allow_dom0=False):
+                self._tab.remove(domid)
             self._store.rm(f"/local/domain/{domid}")
             shutil.rmtree(self._aux_dir(domid), ignore_errors=True)
 
@@ -764,9 +776,10 @@ class SimulatedHypervisor(Hypervisor):
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             with self._mutex:
-                doc = self._load()
+                table = self._loaded()
+                doc = table.doc
                 now = time.time()
-                due = self._due_events(doc)
+                due = table.due_times()
                 changed = (doc["serial"] != self._seen_serial
                            or any(self._seen_time < t <= now for t in due))
                 remaining = deadline - time.monotonic()
@@ -776,15 +789,6 @@ class SimulatedHypervisor(Hypervisor):
                 upcoming = [t - now for t in due if t > now]
             if self._nap(max(0.001, min([self._poll, remaining] + upcoming))):
                 return False
-
-    def _due_events(self, doc: dict) -> List[float]:
-        """When the guests' own next actions are due (shut down, crash), computed once per
-        version of the table (every change bumps its serial), so that a poll of thousands of
-        idle guests is one stat."""
-        if self._due[0] is not doc or self._due[1] != doc["serial"]:
-            self._due = (doc, doc["serial"],
-                         [ev[0] for ev in map(guest.next_event, doc["domains"]) if ev])
-        return self._due[2]
 
     def close(self) -> None:
         with self._mutex:
