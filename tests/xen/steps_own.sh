@@ -40,36 +40,38 @@ xl_mem_is() { [ "$(xl list "$1" 2>/dev/null | awk 'NR == 2 {print $3}')" = "$2" 
 vm_path_of() { xenstore-read "/local/domain/$(domid_of "$1")/vm" 2>/dev/null; }
 
 # own_create NAME: xm create $WORK/NAME.cfg (fresh console log), wait until the guest is ready.
-# Under TCG a guest now and then dies early in its boot: a PVH guest's Linux measures its CPU
-# clock on a PIT it does not have, 100,000 port reads each a VM exit of TCG's emulated SVM,
-# which now and then goes wrong (a triple fault inside that loop, seen with other guests busy;
-# on hardware the loop is a tenth of a second). One that is not ready in 120 s is destroyed
-# and created once more, with the other guests paused meanwhile, before the step fails.
+# Under TCG a PVH guest now and then dies early in its boot: its Linux measures the CPU's clock
+# on a PIT it does not have, 100,000 port reads each a VM exit of TCG's emulated SVM, which
+# goes wrong in about one boot of three (a triple fault inside that loop, other guests busy
+# or not; on hardware the loop is a tenth of a second). A guest that dies (a triple fault in
+# Xen's log, or its domain gone) or is not ready in 120 s is destroyed and created again, up
+# to four times, before the step fails.
+BOOT_ATTEMPTS=4
+boot_done() {
+    said "$1" "xenvm-guest: ready" || [ "$(domid_of "$1")" != "$2" ] \
+        || xl dmesg | grep -q "d$2v[0-9]* Triple fault"
+}
 own_create() {
-    local name=$1 t0 attempt others="" g ok=1
-    for attempt in 1 2; do
+    local name=$1 t0 attempt id ok=1
+    for attempt in $(seq "$BOOT_ATTEMPTS"); do
         rm -f "$(console_of "$name")"
-        if [ "$attempt" = 2 ]; then
-            others=$(xl list | awk -v n="$name" 'NR > 2 && $1 != n && $5 !~ /p/ {print $1}')
-            for g in $others; do xl pause "$g"; done
-            [ -n "$others" ] && info "paused" $others "during the second attempt"
-        fi
         t0=$(now)
-        show xm create "$WORK/$name.cfg" || { tail -n 30 /tmp/xend/xend.log; fail "xm create $name failed"; break; }
+        show xm create "$WORK/$name.cfg" || { tail -n 30 /tmp/xend/xend.log; fail "xm create $name failed"; return 1; }
+        id=$(domid_of "$name")
         info "xm create $name took $(elapsed "$t0")s"
-        if wait_for 120 said "$name" "xenvm-guest: ready"; then
+        wait_for 120 boot_done "$name" "$id"
+        if said "$name" "xenvm-guest: ready"; then
             info "guest $name ready $(elapsed "$t0")s after xm create"
             show_console "$name" 12
             ok=0; break
         fi
-        info "guest $name not ready within 120 s (attempt $attempt)"
-        show_console "$name"; show xl list
-        xl dmesg | grep -E "Triple fault|crashed|RIP:" | tail -n 4
+        info "guest $name (id $id) not ready after $(elapsed "$t0")s (attempt $attempt of $BOOT_ATTEMPTS)"
+        show_console "$name" 5; show xl list
+        xl dmesg | grep -A3 "d${id}v[0-9]* Triple fault" | grep -E "Triple|RIP:"
         xm destroy "$name" 2>/dev/null
         wait_for 30 sh -c "! xl list $name >/dev/null 2>&1"
-        [ "$attempt" = 2 ] && fail "guest $name did not say it is ready within 120 s, twice"
     done
-    for g in $others; do xl unpause "$g" 2>/dev/null; done
+    [ "$ok" = 0 ] || fail "guest $name did not say it is ready ($BOOT_ATTEMPTS attempts)"
     return $ok
 }
 

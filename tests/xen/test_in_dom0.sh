@@ -434,7 +434,7 @@ all_steps() {
     run_step xm-destroy      step_xm_destroy
     # guests xend builds itself (steps_own.sh)
     run_step bridge          step_bridge
-    # first, while no other guest runs (see own_create)
+    # the slowest boot (see own_create), before the guests of the next steps load the host
     run_step own-pvh         step_own_pvh
     run_step own-actions-start step_own_actions_start
     run_step own-create      step_own_create

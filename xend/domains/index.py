@@ -9,7 +9,7 @@ when a lookup meets them. Callers check what they get (membership of the registr
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List
 
 KEYS = ("name", "uuid", "domid")
 
@@ -17,9 +17,11 @@ KEYS = ("name", "uuid", "domid")
 class DomainIndex:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._maps: Dict[str, Dict[Any, Set[Any]]] = {key: {} for key in KEYS}
+        self._maps: Dict[str, Dict[Any, Any]] = {key: {} for key in KEYS}
         self._entries = 0
 
+    # A key held by one domain (nearly all of them) maps to that domain, by several to a set:
+    # a set per key and domain would be most of the index's memory.
     def add(self, dom: Any) -> None:
         """Index ``dom`` under its keys now (on entering the table, and after a change)."""
         with self._lock:
@@ -27,33 +29,56 @@ class DomainIndex:
                 value = getattr(dom, key)
                 if value is None:
                     continue
-                bucket = self._maps[key].setdefault(value, set())
-                if dom not in bucket:
-                    bucket.add(dom)
-                    self._entries += 1
+                held = self._maps[key].get(value)
+                if held is None:
+                    self._maps[key][value] = dom
+                elif held is dom:
+                    continue
+                elif isinstance(held, set):
+                    if dom in held:
+                        continue
+                    held.add(dom)
+                else:
+                    self._maps[key][value] = {held, dom}
+                self._entries += 1
 
     def discard(self, dom: Any) -> None:
         with self._lock:
             for key in KEYS:
-                bucket = self._maps[key].get(getattr(dom, key))
-                if bucket is not None and dom in bucket:
-                    bucket.discard(dom)
-                    self._entries -= 1
+                self._drop(key, getattr(dom, key), [dom])
 
     def having(self, key: str, value: Any) -> List[Any]:
         """The domains whose ``key`` is ``value``, oldest first (by serial, the table's
         order)."""
         with self._lock:
-            bucket = self._maps[key].get(value)
-            if not bucket:
+            held = self._maps[key].get(value)
+            if held is None:
                 return []
-            stale = [d for d in bucket if getattr(d, key) != value]
-            for d in stale:
-                bucket.discard(d)
-            self._entries -= len(stale)
-            if not bucket:
+            found = held if isinstance(held, set) else {held}
+            stale = [d for d in found if getattr(d, key) != value]
+            if stale:
+                self._drop(key, value, stale)
+                found = found - set(stale)
+            return sorted(found, key=lambda d: d.serial)
+
+    def _drop(self, key: str, value: Any, doms: List[Any]) -> None:
+        """Caller holds ``_lock``."""
+        held = self._maps[key].get(value)
+        if held is None:
+            return
+        if not isinstance(held, set):
+            if held in doms:
                 del self._maps[key][value]
-            return sorted(bucket, key=lambda d: d.serial)
+                self._entries -= 1
+            return
+        for dom in doms:
+            if dom in held:
+                held.discard(dom)
+                self._entries -= 1
+        if len(held) == 1:
+            self._maps[key][value] = next(iter(held))
+        elif not held:
+            del self._maps[key][value]
 
     def needs_rebuild(self, live: int) -> bool:
         """True when stale entries outnumber the domains (many changes, few lookups)."""
