@@ -254,7 +254,7 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
                 self._check_name_free(cfg.name, cfg.uuid, exclude)
             if check_uuid:
                 for d in self._having_locked("uuid", cfg.uuid):
-                    if d is not exclude and d.domid is not None and d.uuid == cfg.uuid:
+                    if d is not exclude and d.domid is not None:
                         raise VmError("Domain '%s' already exists with ID '%d'"
                                       % (d.name, d.domid))
                 if cfg.uuid in self._reserved_uuids:
@@ -275,7 +275,7 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
         if name == DOM0_NAME and uuid != DOM0_UUID:
             raise VmError("VM name '%s' already exists as domain %d" % (name, DOM0_ID))
         for d in self._having_locked("name", name):
-            if d is exclude or d.name != name or d.uuid == uuid:
+            if d is exclude or d.uuid == uuid:
                 continue
             where = " as domain %s" % d.domid if d.domid is not None else ""
             raise VmError("VM name '%s' already exists%s" % (name, where))
@@ -399,7 +399,7 @@ class DomainRegistry(LifecycleMixin, EventsMixin, OperationsMixin, SaveRestoreMi
 
     def _managed_inactive(self, uuid: str) -> Optional[Domain]:
         for d in self._having("uuid", uuid):
-            if d.managed and d.uuid == uuid and d.domid is None:
+            if d.managed and d.domid is None:
                 return d
         return None
 

@@ -131,9 +131,9 @@ class CachedJson:
     def __init__(self, path: str):
         self.path = path
         self._fd = -1
-        self._ident: Optional[tuple] = None
-        self._doc: Any = None
-        self._held: Tuple[Optional[tuple], Any] = (None, None)    # (ident, doc), for peek
+        #: (st_dev, st_ino) of the loaded version and its document, replaced as one pair so
+        #: that ``peek`` can read it without the lock
+        self._held: Tuple[Optional[tuple], Any] = (None, None)
 
     def peek(self) -> Any:
         """The cached document if the file still holds that version, else None; safe without
@@ -155,8 +155,9 @@ class CachedJson:
         except FileNotFoundError:
             self._drop()
             return None
-        if (st.st_dev, st.st_ino) == self._ident:
-            return self._doc
+        ident, doc = self._held
+        if (st.st_dev, st.st_ino) == ident:
+            return doc
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -188,11 +189,10 @@ class CachedJson:
 
     def _hold(self, fd: int, st: os.stat_result, doc: Any) -> None:
         self._drop()
-        self._fd, self._ident, self._doc = fd, (st.st_dev, st.st_ino), doc
-        self._held = (self._ident, doc)
+        self._fd, self._held = fd, ((st.st_dev, st.st_ino), doc)
 
     def _drop(self) -> None:
         self._held = (None, None)
         if self._fd >= 0:
             os.close(self._fd)
-        self._fd, self._ident, self._doc = -1, None, None
+        self._fd = -1

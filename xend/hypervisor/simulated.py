@@ -149,16 +149,11 @@ class SimulatedHypervisor(Hypervisor):
             self._tab = DomainTable(doc)
         return self._tab
 
-    @property
-    def _index(self) -> Dict[int, dict]:
-        """domid -> record of the current table; caller holds the mutex."""
-        return self._loaded().index
-
     def _record(self, domid: int) -> dict:
         """The stored (unsettled) record of ``domid``; caller holds the mutex."""
         if not isinstance(domid, int):
             raise _error(errno.EINVAL, f"bad domain id {domid!r}")
-        rec = self._index.get(domid)
+        rec = self._loaded().index.get(domid)
         if rec is None:
             raise _error(errno.ESRCH)
         return rec
@@ -214,21 +209,19 @@ class SimulatedHypervisor(Hypervisor):
             return self._load()["host"]
 
     def _free_kib(self, doc: dict) -> int:
-        return doc["host"]["memory_kib"] - self._loaded().used_kib
+        return doc["host"]["memory_kib"] - self._tab.used_kib   # inside _update: loaded
 
     # -- host ----------------------------------------------------------------------------------
     def physinfo(self) -> PhysInfo:
+        def look(t: DomainTable) -> Tuple[int, dict]:
+            return t.used_kib, t.doc["host"]
         table = self._current()
-        if table is not None:
-            ok, got = table.unlocked(lambda t: (t.used_kib, t.doc["host"]))
-            if ok:
-                used, host = got
-                return simhost.physinfo(host["nr_cpus"], host["memory_kib"],
-                                        host["memory_kib"] - used)
-        with self._mutex:
-            doc = self._load()
-            host = doc["host"]
-            return simhost.physinfo(host["nr_cpus"], host["memory_kib"], self._free_kib(doc))
+        ok, got = table.unlocked(look) if table is not None else (False, None)
+        if not ok:
+            with self._mutex:
+                got = look(self._loaded())
+        used, host = got
+        return simhost.physinfo(host["nr_cpus"], host["memory_kib"], host["memory_kib"] - used)
 
     def version(self) -> VersionInfo:
         host = self._host()
@@ -286,10 +279,11 @@ class SimulatedHypervisor(Hypervisor):
     def _allocate_domid(self, doc: dict) -> int:
         """Like Xen: the next id after the last one given, skipping ids in use, wrapping."""
         domid = doc["next_domid"]
+        in_use = self._tab.index
         for _ in range(DOMID_FIRST_RESERVED):
             if domid >= DOMID_FIRST_RESERVED:
                 domid = 1
-            if domid not in self._index:
+            if domid not in in_use:
                 doc["next_domid"] = domid + 1
                 return domid
             domid += 1
@@ -549,8 +543,7 @@ class SimulatedHypervisor(Hypervisor):
         (Initialising) or closed (Closing), and the guest's frontend finding the device or
         letting it go; see the module docstring."""
         with self._mutex:
-            self._load()
-            rec = self._index.get(frontend_domid)
+            rec = self._loaded().index.get(frontend_domid)
             knobs = rec["knobs"] if rec is not None else {}
         group = "vbd" if cls in ("vbd", "tap", "tap2") else cls
         if state == XENBUS_INITIALISING:
@@ -603,8 +596,7 @@ class SimulatedHypervisor(Hypervisor):
         if self._store.read(backend + "/state") != XENBUS_CONNECTED:
             return
         with self._mutex:
-            self._load()
-            if domid not in self._index:
+            if domid not in self._loaded().index:
                 return
         try:
             with self._update(domid) as (_, rec, now):
@@ -620,8 +612,7 @@ class SimulatedHypervisor(Hypervisor):
     def _request_shutdown(self, domid: int, reason: int) -> None:
         """The guest sees the request; a cooperative one acts on it after its delay."""
         with self._lock:
-            self._load()
-            if domid == 0 or domid not in self._index:
+            if domid == 0 or domid not in self._loaded().index:
                 return
             with self._update(domid) as (_, rec, now):
                 if not rec["shutdown"]:
@@ -762,7 +753,7 @@ class SimulatedHypervisor(Hypervisor):
             rec, now = self._settled(domid)
             aux = self._aux(domid)
             count = guest.console_line_count(rec, now)
-            if len(self._console_read) > 4 * len(self._index) + 64:
+            if len(self._console_read) > 4 * len(self._loaded().index) + 64:
                 self._console_read.clear()
             self._console_read[key] = max(count, aux["console_pos"])
             if count <= aux["console_pos"]:
